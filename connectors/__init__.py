@@ -1,0 +1,1 @@
+"""Connectors: one module per mail provider, each implementing `mailmanager.spi.Connector`."""

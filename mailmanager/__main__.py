@@ -1,0 +1,5 @@
+"""`python -m mailmanager`."""
+
+from mailmanager.cli import run
+
+run()

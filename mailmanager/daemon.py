@@ -1,0 +1,107 @@
+"""The daemon: APScheduler timers that call idempotent jobs. No business logic lives here.
+
+Each process runs a BackgroundScheduler with the in-memory job store (APScheduler's docs
+forbid sharing a job store between schedulers); all coordination between processes goes
+through the database (mailbox leases, unique keys). Jobs use `max_instances=1`,
+`coalesce=True` and an explicit misfire grace, and SIGTERM/SIGINT let the running batch
+finish and commit before the process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailmanager import config as config_mod
+from mailmanager import sync
+
+log = logging.getLogger(__name__)
+
+
+def run_once(
+    cfg: config_mod.Config,
+    factory: sessionmaker[Session],
+    progress: sync.Progress | None = None,
+    stop: threading.Event | None = None,
+    only: str | None = None,
+) -> list[sync.SyncReport]:
+    """One full pass: sync every enabled mailbox (or just `only`) once, in order."""
+    syncer = sync.Syncer(cfg, factory, progress=progress, stop=stop)
+    reports = []
+    for mb in cfg.mailboxes:
+        if (only is not None and mb.name != only) or (only is None and not mb.enabled):
+            continue
+        if syncer.stop.is_set():
+            break
+        try:
+            reports.append(syncer.sync(mb.name))
+        except sync.LeaseHeldError as exc:
+            reports.append(sync.SyncReport(mailbox=mb.name, status="skipped", error=str(exc)))
+    return reports
+
+
+def _sync_job(syncer: sync.Syncer, name: str) -> None:
+    try:
+        syncer.sync(name)
+    except sync.LeaseHeldError:
+        log.info("mailbox busy elsewhere", extra={"action": "sync_skipped", "mailbox": name})
+    except Exception:  # the job boundary: log and let the next run retry
+        log.exception("sync job failed", extra={"action": "sync_crash", "mailbox": name})
+
+
+def run_forever(
+    cfg: config_mod.Config,
+    factory: sessionmaker[Session],
+    stop: threading.Event | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Run the timers until SIGTERM/SIGINT (or `stop` is set)."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    stop = stop or threading.Event()
+    syncer = sync.Syncer(cfg, factory, stop=stop)
+    scheduler = BackgroundScheduler(timezone="UTC")
+    interval = cfg.sync.interval
+    now = datetime.now(UTC)
+    for mb in cfg.mailboxes:
+        if not mb.enabled:
+            continue
+        scheduler.add_job(
+            _sync_job,
+            "interval",
+            args=(syncer, mb.name),
+            id=f"sync:{mb.name}",
+            seconds=interval,
+            jitter=max(1, interval // 10),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(60, interval),
+            # The first pass starts at once, staggered so several workers don't run in step.
+            next_run_time=now + timedelta(seconds=random.uniform(0, 2)),
+            replace_existing=True,
+        )
+    if threading.current_thread() is threading.main_thread():
+
+        def _handle(signum: int, _frame: FrameType | None) -> None:
+            log.info("stopping", extra={"action": "signal", "signal": signum})
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _handle)
+        signal.signal(signal.SIGINT, _handle)
+    scheduler.start()
+    log.info("daemon started", extra={"action": "daemon_start", "jobs": len(scheduler.get_jobs())})
+    if on_ready is not None:
+        on_ready()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        scheduler.shutdown(wait=True)
+        log.info("daemon stopped", extra={"action": "daemon_stop"})

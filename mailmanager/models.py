@@ -1,0 +1,395 @@
+"""The data model (SQLAlchemy 2 typed ORM). Schema changes go through Alembic migrations.
+
+Identity rules that make every write idempotent:
+- a Message is keyed by `key`: its normalised Message-ID, or, when another message already
+  uses that Message-ID with different content, the Message-ID plus a hash suffix;
+- a MessageLocation is unique per (folder, provider id);
+- a ThreadNode maps every Message-ID ever seen (as a message or only as a reference, or a
+  provider thread hint) to its thread, so threads are the connected components of the
+  Message-ID / In-Reply-To / References graph whatever the arrival order;
+- a Reminder is unique per (thread, kind, cycle); an OutboxEmail per idempotency key.
+Times are stored in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: SQLite has no time zones, PostgreSQL does."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+# --- people and CRM records -------------------------------------------------------------
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    locale: Mapped[str] = mapped_column(String(8), default="en")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    holiday_country: Mapped[str | None] = mapped_column(String(8))
+    holiday_subdivision: Mapped[str | None] = mapped_column(String(16))
+    manager_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Company(Base):
+    __tablename__ = "companies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(300), index=True)
+    external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CompanyDomain(Base):
+    __tablename__ = "company_domains"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    domain: Mapped[str] = mapped_column(String(253), unique=True)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    first_name: Mapped[str] = mapped_column(String(200), default="")
+    last_name: Mapped[str] = mapped_column(String(200), default="")
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), index=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    status: Mapped[str] = mapped_column(String(16), default="prospect")
+    phone: Mapped[str] = mapped_column(String(64), default="")
+    title: Mapped[str] = mapped_column(String(200), default="")
+    source: Mapped[str] = mapped_column(String(32), default="manual")
+    external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ContactEmail(Base):
+    __tablename__ = "contact_emails"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    invalid_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Opportunity(Base):
+    __tablename__ = "opportunities"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reference: Mapped[str | None] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(300), default="")
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id"), index=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    stage: Mapped[str] = mapped_column(String(16), default="open")
+    pipeline_step: Mapped[str] = mapped_column(String(64), default="")
+    amount: Mapped[float | None] = mapped_column(Numeric(14, 2))
+    currency: Mapped[str] = mapped_column(String(3), default="EUR")
+    expected_close: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OpportunityContact(Base):
+    __tablename__ = "opportunity_contacts"
+    opportunity_id: Mapped[int] = mapped_column(
+        ForeignKey("opportunities.id", ondelete="CASCADE"), primary_key=True
+    )
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+# --- mailboxes and sync state ---------------------------------------------------------------
+
+
+class Mailbox(Base):
+    __tablename__ = "mailboxes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    connector: Mapped[str] = mapped_column(String(64))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Every message the provider had before this instant has been synced: reminders wait
+    # for it to pass their due time before they are sent.
+    synced_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Folder(Base):
+    __tablename__ = "folders"
+    __table_args__ = (UniqueConstraint("mailbox_id", "remote_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    remote_id: Mapped[str] = mapped_column(String(1000))
+    name: Mapped[str] = mapped_column(String(1000), default="")
+    role: Mapped[str] = mapped_column(String(16), default="other")
+    cursor: Mapped[str | None] = mapped_column(Text)
+    # Set while a full scan runs; when it ends, locations not seen since are removed.
+    rescan_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    present: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+# --- messages and threads ---------------------------------------------------------------------
+
+
+class Thread(Base):
+    __tablename__ = "threads"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    subject_normalized: Mapped[str] = mapped_column(String(500), default="", index=True)
+    first_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # "real" = not an auto-reply, bounce or list message.
+    last_inbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_outbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_direction: Mapped[str | None] = mapped_column(String(16))
+    last_message_id: Mapped[int | None] = mapped_column(Integer)
+    message_count: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class ThreadNode(Base):
+    """A Message-ID (or `hint:<mailbox>:<provider thread id>`) and the thread it belongs to."""
+
+    __tablename__ = "thread_nodes"
+    node: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    thread_id: Mapped[int] = mapped_column(ForeignKey("threads.id"), index=True)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(1000), unique=True)
+    message_id: Mapped[str] = mapped_column(String(1000), index=True)
+    message_id_synthetic: Mapped[bool] = mapped_column(Boolean, default=False)
+    thread_id: Mapped[int | None] = mapped_column(ForeignKey("threads.id"), index=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    subject_normalized: Mapped[str] = mapped_column(String(500), default="")
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    date_source: Mapped[str] = mapped_column(String(16), default="header")
+    direction: Mapped[str] = mapped_column(String(16), default="inbound")
+    from_email: Mapped[str] = mapped_column(String(320), default="", index=True)
+    from_name: Mapped[str] = mapped_column(String(300), default="")
+    is_auto_reply: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_out_of_office: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_bulk: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_bounce: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_calendar: Mapped[bool] = mapped_column(Boolean, default=False)
+    list_id: Mapped[str | None] = mapped_column(String(300))
+    snippet: Mapped[str] = mapped_column(Text, default="")
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    sha256: Mapped[str] = mapped_column(String(64))
+    in_reply_to: Mapped[str] = mapped_column(Text, default="")  # space-separated ids
+    references: Mapped[str] = mapped_column(Text, default="")  # space-separated ids
+    attachments: Mapped[str] = mapped_column(Text, default="")  # JSON list or ""
+    bounce: Mapped[str] = mapped_column(Text, default="")  # JSON object or ""
+    defects: Mapped[str] = mapped_column(Text, default="")  # space-separated names
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MessageRaw(Base):
+    """The raw bytes, content-addressed, so messages can be re-parsed after parser fixes."""
+
+    __tablename__ = "message_raw"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MessageLocation(Base):
+    __tablename__ = "message_locations"
+    __table_args__ = (UniqueConstraint("folder_id", "provider_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"))
+    provider_id: Mapped[str] = mapped_column(String(500))
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    flags: Mapped[str] = mapped_column(Text, default="")
+    labels: Mapped[str] = mapped_column(Text, default="")
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+    __table_args__ = (Index("ix_participants_email", "email"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(8))  # from, sender, to, cc, bcc, reply_to
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(300), default="")
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+
+
+class Quarantine(Base):
+    """A fetched item that could not be stored as a message, with its reason and bytes."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (UniqueConstraint("folder_id", "provider_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"))
+    provider_id: Mapped[str] = mapped_column(String(500))
+    reason: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- links, reminders, outbox -----------------------------------------------------------------
+
+
+class Link(Base):
+    """A message or thread linked to a contact, company or opportunity, and why.
+
+    `tombstone=True` records a manual unlink: the matcher never re-creates that link.
+    """
+
+    __tablename__ = "links"
+    __table_args__ = (
+        UniqueConstraint("message_id", "thread_id", "target_kind", "target_id"),
+        Index("ix_links_target", "target_kind", "target_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    thread_id: Mapped[int | None] = mapped_column(ForeignKey("threads.id"), index=True)
+    target_kind: Mapped[str] = mapped_column(String(16))  # contact, company, opportunity
+    target_id: Mapped[int] = mapped_column(Integer)
+    method: Mapped[str] = mapped_column(String(32))  # address, domain, thread, subject_tag, manual
+    confidence: Mapped[float] = mapped_column(Numeric(4, 3), default=1)
+    explanation: Mapped[str] = mapped_column(Text, default="")
+    tombstone: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(String(200), default="matcher")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Reminder(Base):
+    __tablename__ = "reminders"
+    __table_args__ = (
+        UniqueConstraint("thread_id", "kind", "cycle"),
+        Index("ix_reminders_status_due", "status", "due_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    thread_id: Mapped[int | None] = mapped_column(ForeignKey("threads.id"))
+    opportunity_id: Mapped[int | None] = mapped_column(ForeignKey("opportunities.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    cycle: Mapped[int] = mapped_column(Integer, default=0)
+    rule: Mapped[str] = mapped_column(String(200), default="")
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    snoozed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OutboxEmail(Base):
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(300), unique=True)
+    message_id_header: Mapped[str] = mapped_column(String(300))
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(Text)
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# --- runs and audit ------------------------------------------------------------------------------
+
+
+class SyncRun(Base):
+    __tablename__ = "sync_runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True
+    )
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    fetched: Mapped[int] = mapped_column(Integer, default=0)
+    new_messages: Mapped[int] = mapped_column(Integer, default=0)
+    new_locations: Mapped[int] = mapped_column(Integer, default=0)
+    removed: Mapped[int] = mapped_column(Integer, default=0)
+    quarantined: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(300), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")

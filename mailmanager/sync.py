@@ -1,0 +1,389 @@
+"""The sync engine: drives one connector into the store, batch by batch.
+
+For each folder the engine loops: fetch a batch from the connector (network or disk I/O,
+no database session open) → parse it in a worker process → write it with `ingest` and the
+folder's new cursor in ONE transaction. The next batch is fetched while the current one is
+parsed, and parsed while the previous one is written, so both cores work.
+
+Crash safety follows from three rules: the cursor is committed only with the batch it
+covers; every write is an idempotent upsert; a full scan (first sync, or an expired cursor)
+marks its start time on the folder and, when it completes, removes only the locations it did
+not see. A `kill -9` at any moment therefore resumes from the last committed batch and
+converges on the same state as an uninterrupted run.
+
+Several workers may share a PostgreSQL database: a mailbox is synced under a lease (an
+atomic UPDATE on the mailbox row), renewed at every batch, so two workers never sync the
+same mailbox at once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailmanager import config as config_mod
+from mailmanager import ingest, models, parsing, registry, spi, store
+from mailmanager.errors import MailmanagerError
+from mailmanager.models import Folder, Mailbox
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=10)
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+Progress = Callable[[str, int], None]  # (folder name, messages fetched so far in it)
+
+
+class LeaseHeldError(MailmanagerError):
+    """Raised when another worker holds the mailbox's sync lease (it is syncing it now)."""
+
+
+@dataclass
+class FolderReport:
+    folder: str
+    role: str
+    fetched: int = 0
+    new_messages: int = 0
+    new_locations: int = 0
+    removed: int = 0
+    flag_changes: int = 0
+    quarantined: int = 0
+    rescanned: bool = False
+
+
+@dataclass
+class SyncReport:
+    mailbox: str
+    status: str = "ok"  # ok, error, skipped
+    error: str | None = None
+    elapsed: float = 0.0
+    folders: list[FolderReport] = field(default_factory=list)
+
+    def total(self, name: str) -> int:
+        return sum(int(getattr(f, name)) for f in self.folders)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("fetched", "new_messages", "new_locations", "removed", "quarantined"):
+            data[name] = self.total(name)
+        return data
+
+
+def _parse_many(items: Sequence[tuple[bytes, datetime | None]]) -> list[Any]:
+    return [parsing.parse(raw, provider_date=date) for raw, date in items]
+
+
+class _Parser:
+    """Parses batches in a worker process (or inline when `workers` is 0)."""
+
+    def __init__(self, workers: int) -> None:
+        self.pool: cf.ProcessPoolExecutor | None = None
+        if workers > 0:
+            ctx = multiprocessing.get_context("fork")
+            self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+
+    def submit(self, batch: spi.ChangeBatch) -> cf.Future[list[Any]]:
+        items = [(m.raw, m.internal_date) for m in batch.messages]
+        if self.pool is None or not items:
+            fut: cf.Future[list[Any]] = cf.Future()
+            fut.set_result(_parse_many(items))
+            return fut
+        return self.pool.submit(_parse_many, items)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+def ensure_config_rows(session: Session, cfg: config_mod.Config) -> None:
+    """Create or update the users and mailboxes of the config file in the database."""
+    users = {u.email: u for u in session.scalars(sa.select(models.User))}
+    for u in cfg.users:
+        row = users.get(u.email) or models.User(email=u.email)
+        row.name, row.locale, row.timezone = u.name, u.locale, u.timezone
+        row.holiday_country, row.holiday_subdivision = u.holiday_country, u.holiday_subdivision
+        session.add(row)
+        users[u.email] = row
+    session.flush()
+    for u in cfg.users:
+        if u.manager:
+            users[u.email].manager_id = users[u.manager].id
+    boxes = {m.name: m for m in session.scalars(sa.select(Mailbox))}
+    for mb in cfg.mailboxes:
+        box = boxes.get(mb.name) or Mailbox(name=mb.name, connector=mb.connector)
+        box.connector, box.enabled = mb.connector, mb.enabled
+        box.owner_id = users[mb.owner].id
+        session.add(box)
+
+
+def _context(
+    cfg: config_mod.Config, mb: config_mod.MailboxConfig, mailbox_id: int
+) -> ingest.MailboxContext:
+    own = {mb.owner, *mb.aliases}
+    owner = cfg.user(mb.owner)
+    if owner is not None:
+        own.update(owner.aliases)
+    return ingest.MailboxContext(
+        mailbox_id=mailbox_id,
+        own_addresses=frozenset(a.lower() for a in own),
+        org_domains=frozenset(cfg.organization.domains),
+        subject_fallback=cfg.threading.subject_fallback,
+        subject_window=timedelta(days=cfg.threading.subject_window_days),
+        keep_raw=True,
+    )
+
+
+def _owner_is_dead(owner: str | None) -> bool:
+    """True when the lease belongs to a process of this host that no longer exists
+    (a worker killed with -9 must not block its mailbox until the lease expires)."""
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _take_lease(session: Session, mailbox_id: int, now: datetime) -> bool:
+    """Take or renew the mailbox's sync lease with one atomic UPDATE; False if held."""
+    t = store.table(Mailbox)
+    holder = session.execute(sa.select(t.c.lease_owner).where(t.c.id == mailbox_id)).scalar()
+    free = [t.c.lease_until.is_(None), t.c.lease_until < now, t.c.lease_owner == WORKER_ID]
+    if holder and _owner_is_dead(holder):
+        free.append(t.c.lease_owner == holder)
+    res = session.execute(
+        sa.update(t)
+        .where(t.c.id == mailbox_id, sa.or_(*free))
+        .values(lease_owner=WORKER_ID, lease_until=now + LEASE)
+    )
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+class Syncer:
+    """Syncs the mailboxes of one config into one database."""
+
+    def __init__(
+        self,
+        cfg: config_mod.Config,
+        factory: sessionmaker[Session],
+        progress: Progress | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.factory = factory
+        self.progress = progress
+        self.stop = stop or threading.Event()
+
+    def sync(self, mailbox_name: str) -> SyncReport:
+        """Sync one mailbox; errors are recorded on the report and the mailbox, not raised,
+        except configuration errors and a held lease."""
+        mb = self.cfg.mailbox(mailbox_name)
+        started = time.perf_counter()
+        sync_start = models.utcnow()
+        report = SyncReport(mailbox=mb.name)
+        with store.session_scope(self.factory) as s:
+            ensure_config_rows(s, self.cfg)
+            s.flush()
+            mailbox = s.scalars(sa.select(Mailbox).where(Mailbox.name == mb.name)).one()
+            mailbox_id = mailbox.id
+            if not _take_lease(s, mailbox_id, sync_start):
+                raise LeaseHeldError(f"mailbox {mb.name!r} is being synced by another worker")
+            run = models.SyncRun(mailbox_id=mailbox_id, started_at=sync_start)
+            s.add(run)
+            s.flush()
+            run_id = run.id
+        ctx = _context(self.cfg, mb, mailbox_id)
+        cls = registry.load(mb.connector, key=f"mailboxes.{mb.name}.connector")
+        connector = cls(mb.connector_config(self.cfg.base_dir))
+        parser = _Parser(self.cfg.sync.parse_workers)
+        try:
+            for remote in self._folders(connector, mailbox_id):
+                if self.stop.is_set():
+                    break
+                report.folders.append(self._sync_folder(connector, parser, ctx, remote))
+        except spi.ConnectorError as exc:
+            report.status, report.error = "error", f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "sync failed", extra={"action": "sync_error", "mailbox": mb.name, "error": str(exc)}
+            )
+        finally:
+            parser.close()
+            connector.close()
+        report.elapsed = time.perf_counter() - started
+        self._finish(mailbox_id, run_id, report, sync_start)
+        log.info(
+            "sync done",
+            extra={
+                "action": "sync_done",
+                "mailbox": mb.name,
+                "new_messages": report.total("new_messages"),
+                "elapsed": round(report.elapsed, 3),
+            },
+        )
+        return report
+
+    def _folders(self, connector: spi.Connector, mailbox_id: int) -> list[spi.RemoteFolder]:
+        remote = list(connector.list_folders())
+        with store.session_scope(self.factory) as s:
+            rows = {
+                f.remote_id: f
+                for f in s.scalars(sa.select(Folder).where(Folder.mailbox_id == mailbox_id))
+            }
+            seen = set()
+            for rf in remote:
+                row = rows.get(rf.id) or Folder(mailbox_id=mailbox_id, remote_id=rf.id)
+                row.name, row.role, row.present = rf.name, str(rf.role), True
+                s.add(row)
+                seen.add(rf.id)
+            for remote_id, row in rows.items():
+                if remote_id not in seen:
+                    row.present = False
+        return remote
+
+    def _sync_folder(
+        self,
+        connector: spi.Connector,
+        parser: _Parser,
+        ctx: ingest.MailboxContext,
+        remote: spi.RemoteFolder,
+    ) -> FolderReport:
+        report = FolderReport(folder=remote.name, role=str(remote.role))
+        with store.session_scope(self.factory) as s:
+            folder = s.scalars(
+                sa.select(Folder).where(
+                    Folder.mailbox_id == ctx.mailbox_id, Folder.remote_id == remote.id
+                )
+            ).one()
+            folder_id, cursor = folder.id, folder.cursor
+        limit = self.cfg.sync.batch_size
+
+        def fetch(cur: str | None) -> spi.ChangeBatch:
+            try:
+                return connector.fetch_changes(remote, cur, limit)
+            except spi.CursorExpiredError:
+                if cur is None:
+                    raise
+                log.info(
+                    "cursor expired, rescanning",
+                    extra={"action": "cursor_expired", "folder": remote.name},
+                )
+                report.rescanned = True
+                return connector.fetch_changes(remote, None, limit)
+
+        batch = fetch(cursor)
+        future = parser.submit(batch)
+        while True:
+            nxt: spi.ChangeBatch | None = None
+            nxt_future: cf.Future[list[Any]] | None = None
+            if batch.more and not self.stop.is_set():
+                nxt = fetch(batch.cursor)
+                nxt_future = parser.submit(nxt)
+            self._store(folder_id, ctx, batch, future.result(), report)
+            report.fetched += len(batch.messages)
+            if self.progress is not None:
+                self.progress(remote.name, report.fetched)
+            if nxt is None or nxt_future is None:
+                break
+            batch, future = nxt, nxt_future
+        return report
+
+    def _store(
+        self,
+        folder_id: int,
+        ctx: ingest.MailboxContext,
+        batch: spi.ChangeBatch,
+        results: list[Any],
+        report: FolderReport,
+    ) -> None:
+        items = [
+            ingest.Fetched(
+                provider_id=m.provider_id,
+                raw=m.raw,
+                parsed=r,
+                flags=m.flags,
+                labels=m.labels,
+                thread_hint=m.thread_hint,
+            )
+            for m, r in zip(batch.messages, results, strict=True)
+        ]
+        with store.session_scope(self.factory) as s:
+            folder = s.get(Folder, folder_id)
+            assert folder is not None
+            now = models.utcnow()
+            if batch.reset:
+                folder.rescan_started_at = now
+            changes = [(c.provider_id, c.flags) for c in batch.flag_changes]
+            try:
+                with s.begin_nested():
+                    result = ingest.store_batch(s, ctx, folder_id, items, batch.removed, changes)
+            except sa.exc.OperationalError:
+                raise  # the database is unreachable or locked: the next run retries
+            except sa.exc.DBAPIError as exc:
+                log.warning(
+                    "batch rejected by the database, storing it item by item",
+                    extra={"action": "batch_fallback", "error": str(exc.orig)[:200]},
+                )
+                result = ingest.store_items_apart(s, ctx, folder_id, items, batch.removed, changes)
+            if not batch.more and folder.rescan_started_at is not None:
+                report.removed += _sweep(s, folder_id, folder.rescan_started_at)
+                folder.rescan_started_at = None
+            folder.cursor = batch.cursor
+            folder.last_sync_at = now
+            _take_lease(s, ctx.mailbox_id, now)
+        report.new_messages += result.new_messages
+        report.new_locations += result.new_locations
+        report.quarantined += result.quarantined
+        report.removed += result.removed
+        report.flag_changes += result.flag_changes
+
+    def _finish(
+        self, mailbox_id: int, run_id: int, report: SyncReport, sync_start: datetime
+    ) -> None:
+        with store.session_scope(self.factory) as s:
+            mailbox = s.get(Mailbox, mailbox_id)
+            run = s.get(models.SyncRun, run_id)
+            assert mailbox is not None and run is not None
+            now = models.utcnow()
+            mailbox.last_sync_at = now
+            mailbox.lease_owner = None
+            mailbox.lease_until = None
+            if report.status == "ok" and not self.stop.is_set():
+                mailbox.last_success_at = now
+                mailbox.synced_until = sync_start
+                mailbox.last_error = None
+            elif report.error:
+                mailbox.last_error = report.error
+            run.finished_at = now
+            run.status = report.status if not self.stop.is_set() else "interrupted"
+            run.fetched = report.total("fetched")
+            run.new_messages = report.total("new_messages")
+            run.new_locations = report.total("new_locations")
+            run.removed = report.total("removed")
+            run.quarantined = report.total("quarantined")
+            run.errors = 0 if report.status == "ok" else 1
+            run.error = report.error
+
+
+def _sweep(session: Session, folder_id: int, since: datetime) -> int:
+    """End of a full scan: drop the locations of the folder the scan did not see."""
+    t = store.table(models.MessageLocation)
+    res = session.execute(sa.delete(t).where(t.c.folder_id == folder_id, t.c.seen_at < since))
+    return int(res.rowcount)  # type: ignore[attr-defined]

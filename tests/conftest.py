@@ -1,0 +1,135 @@
+"""Shared fixtures: the real-mail corpus, databases (SQLite and PostgreSQL), config files.
+
+Database tests run once per backend: SQLite always, PostgreSQL when it answers on
+127.0.0.1:5432 (database `test`, trust auth; override with MAILMANAGER_TEST_PG). Without
+PostgreSQL the PostgreSQL half skips on a user's machine, and fails when CI is set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import textwrap
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailmanager import models, store
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO.parent / "shared" / "corpus"
+PG_ADMIN_URL = os.environ.get(
+    "MAILMANAGER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+IN_CI = bool(os.environ.get("CI"))
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    if not CORPUS.is_dir():
+        pytest.skip(f"the shared corpus is absent ({CORPUS}); corpus tests need it")
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (migrating once is faster)."""
+    path = tmp_path_factory.mktemp("dbtemplate") / "template.db"
+    engine = store.make_engine(f"sqlite:///{path}")
+    store.upgrade(engine)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A private PostgreSQL database for this test session, migrated once."""
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("select 1")
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI but unreachable at {PG_ADMIN_URL}: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
+    name = f"mm_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(False)
+    engine = store.make_engine(url)
+    store.upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def _truncate_pg(url: str) -> None:
+    engine = sa.create_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in models.Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    """A database URL with the current schema and no rows, once per backend."""
+    if request.param == "sqlite":
+        target = tmp_path / "mailmanager.db"
+        shutil.copy(sqlite_template, target)
+        return f"sqlite:///{target}"
+    url: str = request.getfixturevalue("pg_database")
+    _truncate_pg(url)
+    return url
+
+
+@pytest.fixture
+def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = store.make_engine(db_url)
+    yield store.session_factory(engine)
+    engine.dispose()
+
+
+ConfigWriter = Callable[..., Path]
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> ConfigWriter:
+    """Write a config file: `write_config(db_url, mailboxes_toml, extra="")` → its path."""
+
+    def write(db_url: str, mailboxes: str, extra: str = "", name: str = "mm.toml") -> Path:
+        text = textwrap.dedent(
+            f"""
+            [database]
+            url = "{db_url}"
+            [organization]
+            domains = ["example.com"]
+            [[users]]
+            email = "alice@example.com"
+            name = "Alice Martin"
+            locale = "fr"
+            timezone = "Europe/Paris"
+            [[users]]
+            email = "bob@example.com"
+            name = "Bob Smith"
+            locale = "en"
+            timezone = "Europe/London"
+            holiday_country = "GB"
+            """
+        )
+        path = tmp_path / name
+        path.write_text(text + textwrap.dedent(mailboxes) + textwrap.dedent(extra))
+        return path
+
+    return write

@@ -1,0 +1,41 @@
+"""The Alembic migrations build exactly the schema the models describe, and the daemon's
+schema check refuses a database that is behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from mailmanager import models, store
+from tests.cli.helpers import cli
+from tests.conftest import ConfigWriter
+
+
+def test_migrated_schema_matches_the_models(db_url: str) -> None:
+    engine = store.make_engine(db_url)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(ctx, models.Base.metadata)
+    engine.dispose()
+    assert diff == []
+    assert store.current_revision(store.make_engine(db_url)) == store.head_revision()
+
+
+def test_old_or_missing_schema_is_refused_with_the_command_to_run(
+    tmp_path: Path, write_config: ConfigWriter
+) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = store.make_engine(url)
+    with engine.begin() as conn:  # a database that is not mailmanager's, or too old
+        conn.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+        conn.exec_driver_sql("INSERT INTO alembic_version VALUES ('0000')")
+    with pytest.raises(store.SchemaError, match="db upgrade"):
+        store.check_schema(engine)
+    engine.dispose()
+    cfg = write_config(url, "")
+    proc = cli("status", config=cfg, check=False)
+    assert proc.returncode == 3
+    assert "mailmanager --config" in proc.stderr and "db upgrade" in proc.stderr
