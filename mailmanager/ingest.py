@@ -20,8 +20,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from mailmanager import models, parsing, store, threads
-from mailmanager.models import Message, MessageLocation, Participant, Thread, ThreadNode
+from mailmanager import models, parsing, store, threadstore
+from mailmanager.models import Message, MessageLocation, Participant
+from mailmanager.threadstore import clean, stored_message_id
 
 
 @dataclass(frozen=True)
@@ -81,18 +82,6 @@ def direction(p: parsing.ParsedMessage, ctx: MailboxContext) -> str:
     return "outbound"
 
 
-def _text(value: str, limit: int | None = None) -> str:
-    """A string every database accepts: PostgreSQL refuses NUL characters in text."""
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    return value[:limit] if limit is not None else value
-
-
-def _mid(p: parsing.ParsedMessage) -> str:
-    """The Message-ID as stored: clean, with room left for a "#hash" suffix."""
-    return _text(p.message_id, 900)
-
-
 def _fingerprint(from_email: str, sent_at: datetime | None, subject_norm: str) -> tuple[Any, ...]:
     return (from_email, sent_at, subject_norm)
 
@@ -116,28 +105,28 @@ def _message_row(p: parsing.ParsedMessage, key: str, ctx: MailboxContext) -> dic
         )
     return {
         "key": key,
-        "message_id": _mid(p),
+        "message_id": stored_message_id(p),
         "message_id_synthetic": p.message_id_synthetic,
-        "subject": _text(p.subject),
-        "subject_normalized": _text(p.subject_normalized, 500),
+        "subject": clean(p.subject),
+        "subject_normalized": clean(p.subject_normalized, 500),
         "sent_at": p.date,
         "date_source": p.date_source,
         "direction": direction(p, ctx),
-        "from_email": _text(sender.email, 320) if sender else "",
-        "from_name": _text(sender.name, 300) if sender else "",
+        "from_email": clean(sender.email, 320) if sender else "",
+        "from_name": clean(sender.name, 300) if sender else "",
         "is_auto_reply": p.is_auto_reply,
         "is_out_of_office": p.is_out_of_office,
         "is_bulk": p.is_bulk,
         "is_bounce": p.is_bounce,
         "is_calendar": p.is_calendar,
-        "list_id": _text(p.list_id, 300) if p.list_id else None,
-        "snippet": _text(p.snippet),
+        "list_id": clean(p.list_id, 300) if p.list_id else None,
+        "snippet": clean(p.snippet),
         "size": p.size,
         "sha256": p.sha256,
-        "in_reply_to": _text(" ".join(p.in_reply_to)),
-        "references": _text(" ".join(p.references)),
-        "attachments": _text(attachments),
-        "bounce": _text(bounce),
+        "in_reply_to": clean(" ".join(p.in_reply_to)),
+        "references": clean(" ".join(p.references)),
+        "attachments": clean(attachments),
+        "bounce": clean(bounce),
         "defects": " ".join(p.defects),
         "created_at": models.utcnow(),
     }
@@ -154,8 +143,8 @@ def _participant_rows(message_id: int, p: parsing.ParsedMessage) -> list[dict[st
                 {
                     "message_id": message_id,
                     "role": role.rstrip("_"),
-                    "email": _text(addr.email, 320),
-                    "name": _text(addr.name, 300),
+                    "email": clean(addr.email, 320),
+                    "name": clean(addr.name, 300),
                 }
             )
     return rows
@@ -170,7 +159,7 @@ def _resolve_keys(
     bytes is the same message when sender, date and subject agree (a Sent copy, a CRLF copy,
     another mailbox's copy); otherwise it is a reused Message-ID and gets a suffixed key.
     """
-    ids = sorted({_mid(p) for _, p in parsed})
+    ids = sorted({stored_message_id(p) for _, p in parsed})
     known: dict[str, list[tuple[int | str, str, tuple[Any, ...]]]] = {}
     for chunk in store.chunks(ids):
         rows = session.execute(
@@ -190,12 +179,12 @@ def _resolve_keys(
     batch_new: dict[str, int] = {}  # new key → first batch index using it
     for index, (_, p) in enumerate(parsed):
         fp = _fingerprint(
-            _text(p.from_[0].email, 320) if p.from_ else "",
+            clean(p.from_[0].email, 320) if p.from_ else "",
             p.date,
-            _text(p.subject_normalized, 500),
+            clean(p.subject_normalized, 500),
         )
         match: int | str | None = None
-        for ident, sha, kfp in known.get(_mid(p), ()):
+        for ident, sha, kfp in known.get(stored_message_id(p), ()):
             if sha == p.sha256 or kfp == fp:
                 match = ident
                 break
@@ -205,14 +194,14 @@ def _resolve_keys(
         if isinstance(match, str):  # a key created earlier in this batch
             new_keys[index] = match
             continue
-        taken = known.get(_mid(p))
-        key = _mid(p) if not taken else f"{_mid(p)}#{p.sha256[:16]}"
+        taken = known.get(stored_message_id(p))
+        key = stored_message_id(p) if not taken else f"{stored_message_id(p)}#{p.sha256[:16]}"
         if key in batch_new:
             new_keys[index] = key
             continue
         batch_new[key] = index
         new_keys[index] = key
-        known.setdefault(_mid(p), []).append((key, p.sha256, fp))
+        known.setdefault(stored_message_id(p), []).append((key, p.sha256, fp))
     return existing, new_keys
 
 
@@ -238,9 +227,9 @@ def store_batch(
     new_rows = [_message_row(parsed[i][1], key, ctx) for key, i in first_index.items()]
     key_to_id: dict[str, int] = {}
     if new_rows:
+        t = store.table(Message)
         returned = session.execute(
-            sa.insert(Message).returning(Message.id, Message.key, sort_by_parameter_order=True),
-            new_rows,
+            sa.insert(t).returning(t.c.id, t.c.key, sort_by_parameter_order=True), new_rows
         )
         key_to_id = {key: mid for mid, key in returned}
     result.new_messages = len(new_rows)
@@ -256,7 +245,7 @@ def store_batch(
         if ctx.keep_raw:
             raw_rows.append({"sha256": p.sha256, "data": fetched.raw})
     if participant_rows:
-        session.execute(sa.insert(Participant), participant_rows)
+        session.execute(sa.insert(store.table(Participant)), participant_rows)
     store.insert_ignore(session, store.table(models.MessageRaw), raw_rows)
 
     # Locations: new ones are counted, known ones refreshed (seen_at feeds the rescan sweep).
@@ -332,10 +321,13 @@ def store_batch(
         result.flag_changes += 1
 
     fresh = [
-        (key_to_id[key], parsed[index][0], parsed[index][1]) for key, index in first_index.items()
+        threadstore.NewMessage(key_to_id[key], parsed[index][1], parsed[index][0].thread_hint)
+        for key, index in first_index.items()
     ]
-    result.threads = thread_messages(session, ctx, fresh)
-    refresh_summaries(session, result.threads)
+    result.threads = threadstore.attach(
+        session, str(ctx.mailbox_id), fresh, ctx.subject_fallback, ctx.subject_window
+    )
+    threadstore.refresh_summaries(session, result.threads)
     return result
 
 
@@ -358,7 +350,7 @@ def store_items_apart(
             raise
         except sa.exc.DBAPIError as exc:
             size, sha = len(item.raw), hashlib.sha256(item.raw).hexdigest()
-            reason = _text(f"database rejected the message: {exc.orig}", 500)
+            reason = clean(f"database rejected the message: {exc.orig}", 500)
             bad = Fetched(item.provider_id, item.raw, parsing.Quarantined(reason, size, sha))
             one = store_batch(session, ctx, folder_id, [bad])
         total.new_messages += one.new_messages
@@ -366,188 +358,3 @@ def store_items_apart(
         total.quarantined += one.quarantined
         total.threads |= one.threads
     return total
-
-
-def thread_messages(
-    session: Session,
-    ctx: MailboxContext,
-    fresh: Sequence[tuple[int, Fetched, parsing.ParsedMessage]],
-) -> set[int]:
-    """Attach new messages to threads (creating and merging threads); returns touched ids."""
-    if not fresh:
-        return set()
-    inputs: list[threads.ThreadInput] = []
-    by_key: dict[str, tuple[int, parsing.ParsedMessage]] = {}
-    for mid, fetched, p in fresh:
-        nodes = [_mid(p)]
-        if not p.message_id_synthetic:
-            nodes.extend(_text(n, 900) for n in (*p.in_reply_to, *p.references))
-        if p.bounce is not None and p.bounce.original_message_id:
-            # A bounce belongs with the message that bounced (quoted in its report).
-            nodes.append(_text(p.bounce.original_message_id, 900))
-        if fetched.thread_hint:
-            hint = threads.hint_node(str(ctx.mailbox_id), fetched.thread_hint)
-            nodes.append(_text(hint, 1000))
-        key = str(mid)
-        inputs.append(threads.ThreadInput(key=key, nodes=tuple(nodes)))
-        by_key[key] = (mid, p)
-    all_nodes = sorted({n for i in inputs for n in i.nodes})
-    known: dict[str, int] = {}
-    for chunk in store.chunks(all_nodes):
-        known.update(
-            session.execute(
-                sa.select(ThreadNode.node, ThreadNode.thread_id).where(ThreadNode.node.in_(chunk))
-            ).all()
-        )
-    touched: set[int] = set()
-    node_rows: list[dict[str, Any]] = []
-    for group in threads.plan(inputs, known):
-        thread_id: int | None = group.existing[0] if group.existing else None
-        if thread_id is None and ctx.subject_fallback and len(group.keys) == 1:
-            thread_id = _fallback_thread(session, ctx, *by_key[group.keys[0]])
-        if thread_id is None:
-            # Summary fields are filled now so later messages of this batch can find the
-            # thread by subject; `refresh_summaries` recomputes them at the end.
-            first = by_key[group.keys[0]][1]
-            thread_id = session.execute(
-                sa.insert(Thread)
-                .values(
-                    subject=_text(first.subject),
-                    subject_normalized=_text(first.subject_normalized, 500),
-                    first_at=first.date,
-                    last_at=first.date,
-                    message_count=len(group.keys),
-                    updated_at=models.utcnow(),
-                )
-                .returning(Thread.id)
-            ).scalar_one()
-        if len(group.existing) > 1:
-            merge_threads(session, thread_id, group.existing[1:])
-        touched.add(thread_id)
-        node_rows.extend({"node": n, "thread_id": thread_id} for n in group.new_nodes)
-        ids = [by_key[k][0] for k in group.keys]
-        for chunk in store.chunks(ids):
-            session.execute(
-                sa.update(Message).where(Message.id.in_(chunk)).values(thread_id=thread_id)
-            )
-    store.insert_ignore(session, store.table(ThreadNode), node_rows)
-    return touched
-
-
-def _fallback_thread(
-    session: Session, ctx: MailboxContext, message_id: int, p: parsing.ParsedMessage
-) -> int | None:
-    """The thread a header-less message joins by subject, if any (see `threads`).
-
-    Works in both arrival orders: a header-less "Re:" joins its original's thread, and an
-    original arriving after such a reply (a Sent folder synced after the inbox) joins the
-    reply's one-message thread.
-    """
-    if p.in_reply_to or p.references:
-        return None
-    # On list mail everyone shares the list address, so shared participants prove nothing.
-    if p.is_bulk or p.list_id:
-        return None
-    if not p.subject_normalized or p.date is None or not p.from_:
-        return None
-    rows = session.execute(
-        sa.select(Thread.id, Thread.last_at, Thread.message_count, Thread.subject)
-        .where(
-            Thread.subject_normalized == _text(p.subject_normalized, 500),
-            Thread.last_at >= p.date - ctx.subject_window,
-            Thread.last_at <= p.date + ctx.subject_window,
-        )
-        .limit(5)
-    ).all()
-    candidates = []
-    for thread_id, last_at, count, subject in rows:
-        if not p.subject_had_prefix:
-            # Only a lone, later, header-less "Re:" may be attached to this original.
-            if count != 1 or not parsing.subject_has_prefix(subject):
-                continue
-            irt, refs, sent = session.execute(
-                sa.select(Message.in_reply_to, Message.references, Message.sent_at).where(
-                    Message.thread_id == thread_id
-                )
-            ).one()
-            if irt or refs or sent is None or sent < p.date:
-                continue
-        people = session.scalars(
-            sa.select(Participant.email)
-            .join(Message, Message.id == Participant.message_id)
-            .where(Message.thread_id == thread_id)
-            .distinct()
-        )
-        candidates.append(threads.FallbackCandidate(thread_id, last_at, frozenset(people)))
-    if not candidates:
-        return None
-    everyone = [a.email for a in (*p.from_, *p.to, *p.cc)]
-    return threads.subject_fallback(
-        p.from_[0].email, everyone, p.date, candidates, ctx.subject_window
-    )
-
-
-def merge_threads(session: Session, survivor: int, losers: Sequence[int]) -> None:
-    """Fold `losers` into `survivor`: their messages, nodes and links move; rows go."""
-    losers = list(losers)
-    for model in (Message, ThreadNode, models.Link):
-        session.execute(
-            sa.update(model).where(model.thread_id.in_(losers)).values(thread_id=survivor)
-        )
-    # TODO(#5): reminders of merged threads need a cycle-aware merge; until reminders
-    # exist, they are re-pointed when no reminder of the same kind and cycle is there.
-    session.execute(
-        sa.update(models.Reminder)
-        .where(models.Reminder.thread_id.in_(losers))
-        .values(thread_id=survivor)
-    )
-    session.execute(sa.delete(Thread).where(Thread.id.in_(losers)))
-
-
-def refresh_summaries(session: Session, thread_ids: Iterable[int]) -> None:
-    """Recompute the summary columns of the given threads from their messages."""
-    ids = sorted(thread_ids)
-    for chunk in store.chunks(ids):
-        per_thread: dict[int, list[threads.SummaryInput]] = {}
-        rows = session.execute(
-            sa.select(
-                Message.thread_id,
-                Message.id,
-                Message.sent_at,
-                Message.direction,
-                Message.is_auto_reply | Message.is_bulk | Message.is_bounce,
-                Message.subject,
-                Message.subject_normalized,
-            ).where(Message.thread_id.in_(chunk))
-        )
-        norm: dict[int, str] = {}
-        for tid, mid, sent, direction_, noise, subject, subject_norm in rows:
-            assert tid is not None
-            per_thread.setdefault(tid, []).append(
-                threads.SummaryInput(mid, sent, direction_, bool(noise), subject)
-            )
-            norm.setdefault(tid, subject_norm)
-        values = []
-        for tid, msgs in per_thread.items():
-            s = threads.summarize(msgs)
-            values.append(
-                {
-                    "tid": tid,
-                    "subject": s.subject,
-                    "subject_normalized": norm.get(tid, ""),
-                    "first_at": s.first_at,
-                    "last_at": s.last_at,
-                    "last_inbound_at": s.last_inbound_at,
-                    "last_outbound_at": s.last_outbound_at,
-                    "last_direction": s.last_direction,
-                    "last_message_id": s.last_message_id,
-                    "message_count": s.message_count,
-                    "updated_at": models.utcnow(),
-                }
-            )
-        if values:
-            t = store.table(Thread)
-            session.execute(
-                sa.update(t).where(t.c.id == sa.bindparam("tid")),
-                values,
-            )

@@ -116,25 +116,32 @@ def plan(inputs: Sequence[ThreadInput], existing: Mapping[str, int]) -> list[Gro
 
 @dataclass(frozen=True)
 class FallbackCandidate:
-    """A stored thread that may receive a header-less reply by subject."""
+    """A thread that may receive a header-less message by subject.
+
+    `lone_reply_at` is set when the thread is a single header-less "Re:" message (sent
+    then): only such a thread may receive the original it answers.
+    """
 
     thread_id: int
     last_at: datetime | None
     participants: frozenset[str]
+    lone_reply_at: datetime | None = None
 
 
 def subject_fallback(
     sender: str,
     participants: Iterable[str],
     at: datetime | None,
+    has_prefix: bool,
     candidates: Sequence[FallbackCandidate],
     window: timedelta,
 ) -> int | None:
-    """Pick the thread a header-less "Re:" message belongs to, or None when unsure.
+    """Pick the thread a header-less message belongs to, or None when unsure.
 
-    The caller has already checked that the message has no In-Reply-To/References, that its
-    subject has a reply prefix, and that `candidates` share its normalised subject. Exactly
-    one candidate must qualify; several qualifying threads mean we cannot tell.
+    The caller has already checked that the message has no In-Reply-To/References and that
+    `candidates` share its normalised subject. A message whose subject has a reply prefix
+    may join any candidate; one without may only join a lone later header-less reply.
+    Exactly one candidate must qualify; several mean we cannot tell.
     """
     if not sender or at is None:
         return None
@@ -146,6 +153,7 @@ def subject_fallback(
         and abs(at - c.last_at) <= window
         and sender in c.participants
         and others & c.participants
+        and (has_prefix or (c.lone_reply_at is not None and c.lone_reply_at >= at))
     ]
     return hits[0] if len(hits) == 1 else None
 

@@ -71,13 +71,20 @@ def test_subject_fallback_needs_sender_and_another_shared_participant() -> None:
     at = T0 + timedelta(days=1)
     assert (
         threads.subject_fallback(
-            "client@acme.fr", ["client@acme.fr", "alice@example.com"], at, [cand, other], WINDOW
+            "client@acme.fr",
+            ["client@acme.fr", "alice@example.com"],
+            at,
+            True,
+            [cand, other],
+            WINDOW,
         )
         == 5
     )
     # A stranger writing "Re: same subject" is not merged.
     assert (
-        threads.subject_fallback("x@y.fr", ["x@y.fr", "alice@example.com"], at, [cand], WINDOW)
+        threads.subject_fallback(
+            "x@y.fr", ["x@y.fr", "alice@example.com"], at, True, [cand], WINDOW
+        )
         is None
     )
     # Too late.
@@ -86,6 +93,7 @@ def test_subject_fallback_needs_sender_and_another_shared_participant() -> None:
             "client@acme.fr",
             ["client@acme.fr", "alice@example.com"],
             T0 + timedelta(days=30),
+            True,
             [cand],
             WINDOW,
         )
@@ -95,7 +103,12 @@ def test_subject_fallback_needs_sender_and_another_shared_participant() -> None:
     twin = FallbackCandidate(8, T0, cand.participants)
     assert (
         threads.subject_fallback(
-            "client@acme.fr", ["client@acme.fr", "alice@example.com"], at, [cand, twin], WINDOW
+            "client@acme.fr",
+            ["client@acme.fr", "alice@example.com"],
+            at,
+            True,
+            [cand, twin],
+            WINDOW,
         )
         is None
     )
@@ -114,3 +127,21 @@ def test_summary_ignores_noise_for_last_real_message() -> None:
     assert s.last_direction == "inbound" and s.last_message_id == 3
     assert s.message_count == 3
     assert s.subject == "Devis"
+
+
+def test_subject_fallback_original_after_its_header_less_reply() -> None:
+    people = ["alice@example.com", "client@acme.fr"]
+    reply = FallbackCandidate(
+        9, T0 + timedelta(days=1), frozenset(people), lone_reply_at=T0 + timedelta(days=1)
+    )
+    ordinary = FallbackCandidate(10, T0 + timedelta(days=1), frozenset(people))
+    # The original (no prefix) joins the lone later reply, never an ordinary thread.
+    assert threads.subject_fallback("alice@example.com", people, T0, False, [reply], WINDOW) == 9
+    assert (
+        threads.subject_fallback("alice@example.com", people, T0, False, [ordinary], WINDOW) is None
+    )
+    # A reply sent before the "original" is not its answer.
+    late = T0 + timedelta(days=2)
+    assert (
+        threads.subject_fallback("alice@example.com", people, late, False, [reply], WINDOW) is None
+    )

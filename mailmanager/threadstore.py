@@ -1,0 +1,277 @@
+"""Threads in the database: attach new messages, merge threads, refresh their summaries.
+
+The decisions are `threads`' pure functions; this module reads what they need in a few set
+queries per batch and writes the outcome with executemany statements, so threading costs a
+handful of round trips per batch, not several per message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from mailmanager import models, parsing, store, threads
+from mailmanager.models import Message, Participant, Thread, ThreadNode
+
+
+def clean(value: str, limit: int | None = None) -> str:
+    """A string every database accepts: PostgreSQL refuses NUL characters in text."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    return value[:limit] if limit is not None else value
+
+
+def stored_message_id(p: parsing.ParsedMessage) -> str:
+    """The Message-ID as stored: clean, with room left for a "#hash" suffix."""
+    return clean(p.message_id, 900)
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message just inserted, to be threaded."""
+
+    id: int
+    parsed: parsing.ParsedMessage
+    thread_hint: str | None = None
+
+
+def _nodes(scope: str, m: NewMessage) -> tuple[str, ...]:
+    p = m.parsed
+    nodes = [stored_message_id(p)]
+    if not p.message_id_synthetic:
+        nodes.extend(clean(n, 900) for n in (*p.in_reply_to, *p.references))
+    if p.bounce is not None and p.bounce.original_message_id:
+        # A bounce belongs with the message that bounced (quoted in its report).
+        nodes.append(clean(p.bounce.original_message_id, 900))
+    if m.thread_hint:
+        nodes.append(clean(threads.hint_node(scope, m.thread_hint), 1000))
+    return tuple(nodes)
+
+
+def _fallback_eligible(p: parsing.ParsedMessage) -> bool:
+    # On list mail everyone shares the list address, so shared participants prove nothing.
+    return not (
+        p.in_reply_to
+        or p.references
+        or p.is_bulk
+        or p.list_id
+        or not p.subject_normalized
+        or p.date is None
+        or not p.from_
+    )
+
+
+def _people(p: parsing.ParsedMessage) -> list[str]:
+    return [a.email for a in (*p.from_, *p.to, *p.cc)]
+
+
+class _Candidates:
+    """Fallback candidates by normalised subject: stored threads (read once per batch) and
+    threads this batch creates."""
+
+    def __init__(self, session: Session, subjects: set[str]) -> None:
+        self.session = session
+        self.by_subject: dict[str, list[threads.FallbackCandidate]] = {}
+        rows: list[Any] = []
+        for chunk in store.chunks(sorted(subjects)):
+            rows.extend(
+                self.session.execute(
+                    sa.select(
+                        Thread.id,
+                        Thread.subject_normalized,
+                        Thread.last_at,
+                        Thread.message_count,
+                        Thread.subject,
+                    ).where(Thread.subject_normalized.in_(chunk))
+                ).all()
+            )
+        for tid, subj, last_at, count, subject in rows:
+            self.by_subject.setdefault(subj, []).append(self._stored(tid, last_at, count, subject))
+
+    def _stored(
+        self, tid: int, last_at: Any, count: int, subject: str
+    ) -> threads.FallbackCandidate:
+        people = frozenset(
+            self.session.scalars(
+                sa.select(Participant.email)
+                .join(Message, Message.id == Participant.message_id)
+                .where(Message.thread_id == tid)
+                .distinct()
+            )
+        )
+        lone = None
+        if count == 1 and parsing.subject_has_prefix(subject):
+            irt, refs, sent = self.session.execute(
+                sa.select(Message.in_reply_to, Message.references, Message.sent_at)
+                .where(Message.thread_id == tid)
+                .limit(1)
+            ).one()
+            lone = sent if not irt and not refs else None
+        return threads.FallbackCandidate(tid, last_at, people, lone)
+
+    def add_new(self, ref: int, p: parsing.ParsedMessage) -> None:
+        lone = p.date if p.subject_had_prefix and _fallback_eligible(p) else None
+        cand = threads.FallbackCandidate(ref, p.date, frozenset(_people(p)), lone)
+        self.by_subject.setdefault(clean(p.subject_normalized, 500), []).append(cand)
+
+    def pick(self, p: parsing.ParsedMessage, window: timedelta) -> int | None:
+        found = self.by_subject.get(clean(p.subject_normalized, 500))
+        if not found:
+            return None
+        return threads.subject_fallback(
+            p.from_[0].email, _people(p), p.date, p.subject_had_prefix, found, window
+        )
+
+
+def attach(
+    session: Session,
+    scope: str,
+    fresh: Sequence[NewMessage],
+    subject_fallback: bool = True,
+    window: timedelta = timedelta(days=14),
+) -> set[int]:
+    """Put new messages into threads (creating and merging threads); returns touched ids."""
+    if not fresh:
+        return set()
+    inputs = [threads.ThreadInput(str(m.id), _nodes(scope, m)) for m in fresh]
+    by_key = {str(m.id): m for m in fresh}
+    all_nodes = sorted({n for i in inputs for n in i.nodes})
+    known: dict[str, int] = {}
+    for chunk in store.chunks(all_nodes):
+        known.update(
+            session.execute(
+                sa.select(ThreadNode.node, ThreadNode.thread_id).where(ThreadNode.node.in_(chunk))
+            ).all()
+        )
+    groups = threads.plan(inputs, known)
+    singles = [
+        by_key[g.keys[0]].parsed
+        for g in groups
+        if not g.existing and len(g.keys) == 1 and subject_fallback
+    ]
+    eligible = [p for p in singles if _fallback_eligible(p)]
+    candidates = _Candidates(session, {clean(p.subject_normalized, 500) for p in eligible})
+
+    # Threads to create get negative placeholder refs until inserted.
+    new_rows: list[dict[str, Any]] = []
+    refs: list[int] = []
+    now = models.utcnow()
+    for g in groups:
+        first = by_key[g.keys[0]].parsed
+        ref: int | None = g.existing[0] if g.existing else None
+        if ref is None and subject_fallback and len(g.keys) == 1 and _fallback_eligible(first):
+            ref = candidates.pick(first, window)
+        if ref is None:
+            ref = -(len(new_rows) + 1)
+            new_rows.append(
+                {
+                    "subject": clean(first.subject),
+                    "subject_normalized": clean(first.subject_normalized, 500),
+                    "first_at": first.date,
+                    "last_at": first.date,
+                    "message_count": len(g.keys),
+                    "updated_at": now,
+                }
+            )
+            if len(g.keys) == 1 and _fallback_eligible(first):
+                candidates.add_new(ref, first)
+        refs.append(ref)
+    real: dict[int, int] = {}
+    if new_rows:
+        t = store.table(Thread)
+        ids = session.execute(
+            sa.insert(t).returning(t.c.id, sort_by_parameter_order=True), new_rows
+        ).scalars()
+        real = {-(i + 1): tid for i, tid in enumerate(ids)}
+
+    touched: set[int] = set()
+    node_rows: list[dict[str, Any]] = []
+    message_rows: list[dict[str, Any]] = []
+    for g, ref in zip(groups, refs, strict=True):
+        tid = real.get(ref, ref)
+        if len(g.existing) > 1:
+            merge(session, tid, g.existing[1:])
+        touched.add(tid)
+        node_rows.extend({"node": n, "thread_id": tid} for n in g.new_nodes)
+        message_rows.extend({"mid": by_key[k].id, "tid": tid} for k in g.keys)
+    m = store.table(Message)
+    session.execute(
+        sa.update(m).where(m.c.id == sa.bindparam("mid")).values(thread_id=sa.bindparam("tid")),
+        message_rows,
+    )
+    store.insert_ignore(session, store.table(ThreadNode), node_rows)
+    return touched
+
+
+def merge(session: Session, survivor: int, losers: Sequence[int]) -> None:
+    """Fold `losers` into `survivor`: their messages, nodes and links move; rows go."""
+    losers = list(losers)
+    for model in (Message, ThreadNode, models.Link):
+        session.execute(
+            sa.update(model)
+            .where(model.thread_id.in_(losers))
+            .values(thread_id=survivor)
+        )
+    # TODO(#5): reminders of merged threads need a cycle-aware merge; until reminders
+    # exist, they are simply re-pointed.
+    session.execute(
+        sa.update(models.Reminder)
+        .where(models.Reminder.thread_id.in_(losers))
+        .values(thread_id=survivor)
+    )
+    session.execute(sa.delete(Thread).where(Thread.id.in_(losers)))
+
+
+def refresh_summaries(session: Session, thread_ids: Iterable[int]) -> None:
+    """Recompute the summary columns of the given threads from their messages."""
+    for chunk in store.chunks(sorted(thread_ids)):
+        per_thread: dict[int, list[threads.SummaryInput]] = {}
+        norm: dict[int, tuple[Any, str]] = {}
+        rows = session.execute(
+            sa.select(
+                Message.thread_id,
+                Message.id,
+                Message.sent_at,
+                Message.direction,
+                Message.is_auto_reply | Message.is_bulk | Message.is_bounce,
+                Message.subject,
+                Message.subject_normalized,
+            ).where(Message.thread_id.in_(chunk))
+        )
+        for tid, mid, sent, direction, noise, subject, subject_norm in rows:
+            assert tid is not None
+            per_thread.setdefault(tid, []).append(
+                threads.SummaryInput(mid, sent, direction, bool(noise), subject)
+            )
+            # The thread's normalised subject is its earliest message's.
+            if tid not in norm or (
+                sent is not None and (norm[tid][0] is None or sent < norm[tid][0])
+            ):
+                norm[tid] = (sent, subject_norm)
+        values = []
+        now = models.utcnow()
+        for tid, msgs in per_thread.items():
+            s = threads.summarize(msgs)
+            values.append(
+                {
+                    "tid": tid,
+                    "subject": s.subject,
+                    "subject_normalized": norm[tid][1],
+                    "first_at": s.first_at,
+                    "last_at": s.last_at,
+                    "last_inbound_at": s.last_inbound_at,
+                    "last_outbound_at": s.last_outbound_at,
+                    "last_direction": s.last_direction,
+                    "last_message_id": s.last_message_id,
+                    "message_count": s.message_count,
+                    "updated_at": now,
+                }
+            )
+        if values:
+            t = store.table(Thread)
+            session.execute(sa.update(t).where(t.c.id == sa.bindparam("tid")), values)
