@@ -465,3 +465,8 @@ def run() -> None:  # pragma: no cover - console entry for `python -m mailmanage
         main()
     except MailmanagerError as exc:
         fail(str(exc), EXIT_FAILED)
+
+
+from mailmanager import commands  # noqa: E402  (the command modules import this one)
+
+commands.register_all(main)

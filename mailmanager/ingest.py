@@ -56,7 +56,8 @@ class BatchResult:
     quarantined: int = 0
     removed: int = 0
     flag_changes: int = 0
-    threads: set[int] = field(default_factory=set)
+    threads: set[int] = field(default_factory=set)  # threads created, grown or merged
+    message_ids: list[int] = field(default_factory=list)  # messages created
 
 
 def _is_internal(address: str, ctx: MailboxContext) -> bool:
@@ -233,6 +234,7 @@ def store_batch(
         )
         key_to_id = {key: mid for mid, key in returned}
     result.new_messages = len(new_rows)
+    result.message_ids = list(key_to_id.values())
     message_of: dict[int, int] = dict(existing)
     for index, key in new_keys.items():
         message_of[index] = key_to_id[key]
@@ -357,4 +359,5 @@ def store_items_apart(
         total.new_locations += one.new_locations
         total.quarantined += one.quarantined
         total.threads |= one.threads
+        total.message_ids += one.message_ids
     return total

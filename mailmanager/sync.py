@@ -46,6 +46,18 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 Progress = Callable[[str, int], None]  # (folder name, messages fetched so far in it)
 
 
+BatchHook = Callable[[Session, config_mod.Config, ingest.BatchResult], None]
+
+
+def default_hooks() -> list[BatchHook]:
+    """Stages that run on each stored batch, in its transaction (matching, reminders...).
+
+    A hook gets the session, the config and the batch's result (new message ids, touched
+    thread ids) and must be idempotent: a batch may be replayed after a crash.
+    """
+    return []
+
+
 class LeaseHeldError(MailmanagerError):
     """Raised when another worker holds the mailbox's sync lease (it is syncing it now)."""
 
@@ -186,11 +198,13 @@ class Syncer:
         factory: sessionmaker[Session],
         progress: Progress | None = None,
         stop: threading.Event | None = None,
+        hooks: list[BatchHook] | None = None,
     ) -> None:
         self.cfg = cfg
         self.factory = factory
         self.progress = progress
         self.stop = stop or threading.Event()
+        self.hooks = default_hooks() if hooks is None else hooks
 
     def sync(self, mailbox_name: str) -> SyncReport:
         """Sync one mailbox; errors are recorded on the report and the mailbox, not raised,
@@ -342,6 +356,8 @@ class Syncer:
                     extra={"action": "batch_fallback", "error": str(exc.orig)[:200]},
                 )
                 result = ingest.store_items_apart(s, ctx, folder_id, items, batch.removed, changes)
+            for hook in self.hooks:
+                hook(s, self.cfg, result)
             if not batch.more and folder.rescan_started_at is not None:
                 report.removed += _sweep(s, folder_id, folder.rescan_started_at)
                 folder.rescan_started_at = None
