@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import json
 import logging
 import os
 import re
@@ -34,8 +33,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
-from typing import BinaryIO, ClassVar
+from typing import ClassVar
 
+from connectors import _cursor, _mbox
 from mailmanager import spi
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,7 @@ _MESSAGE_EXTS = {"eml", "msg", "txt", "mbox", "mbx", "mail"}
 _MBOX_EXTS = {"mbox", "mbx"}
 # Index and state files that Dovecot, Courier and Maildir++ quota keep beside the messages.
 _NOT_MAIL = re.compile(r"^(dovecot|courierimap|maildirfolder$|maildirsize$|subscriptions$)")
-_BOM = b"\xef\xbb\xbf"
-_ESCAPED_FROM = re.compile(rb">+From ")
 _BUCKETS = 16
-_TAIL = 4096
 _CACHE_SECONDS = 60.0
 _FUTURE_SLACK_NS = 60 * 10**9
 
@@ -89,10 +86,6 @@ def _is_candidate(name: str) -> bool:
         return True
     ext = name.rsplit(".", 1)[1].lower()
     return ext in _MESSAGE_EXTS or ext.isdigit()
-
-
-def _starts_mbox(head: bytes) -> bool:
-    return head.startswith(b"From ") or head.startswith(_BOM + b"From ")
 
 
 def _hash64(text: str) -> int:
@@ -150,37 +143,6 @@ class _Cached:
     mark: tuple[int, str]
     sums: _Sums
     expires: float
-
-
-def _encode(**fields: object) -> str:
-    return json.dumps({"v": 1, **fields}, separators=(",", ":"))
-
-
-def _decode(cursor: str, kind: str) -> dict[str, object]:
-    """Raises `CursorExpiredError` when the cursor is not one of ours for this kind of folder."""
-    try:
-        data = json.loads(cursor)
-    except ValueError as exc:
-        raise spi.CursorExpiredError(f"unreadable maildir cursor: {exc}") from exc
-    if not isinstance(data, dict) or data.get("v") != 1 or data.get("t") != kind:
-        raise spi.CursorExpiredError("maildir cursor is for another kind of folder")
-    return data
-
-
-def _int(state: dict[str, object], key: str) -> int:
-    """Raises `CursorExpiredError` when the field is missing or not an integer."""
-    value = state.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise spi.CursorExpiredError(f"maildir cursor field {key!r} is damaged")
-    return value
-
-
-def _str(state: dict[str, object], key: str) -> str:
-    """Raises `CursorExpiredError` when the field is missing or not a string."""
-    value = state.get(key)
-    if not isinstance(value, str):
-        raise spi.CursorExpiredError(f"maildir cursor field {key!r} is damaged")
-    return value
 
 
 class MaildirConnector:
@@ -297,11 +259,11 @@ class MaildirConnector:
             if known is not None and known[:3] == sig:
                 return known[3]
             with open(path, "rb") as fh:
-                head = fh.read(len(_BOM) + 5)
+                head = fh.read(len(_mbox.BOM) + 5)
         except OSError:
             return False
         ext = path.rsplit(".", 1)[-1].lower() if "." in os.path.basename(path) else ""
-        found = _starts_mbox(head) or ext in _MBOX_EXTS
+        found = _mbox.starts_mbox(head) or ext in _MBOX_EXTS
         self._sniffed[path] = (*sig, found)
         return found
 
@@ -335,7 +297,7 @@ class MaildirConnector:
         limit = max(1, limit)
         try:
             if spot.kind == "mbox":
-                return _fetch_mbox(spot.path, cursor, limit)
+                return _mbox.fetch_mbox(spot.path, cursor, limit)
             return self._fetch_files(spot, cursor, limit)
         except FileNotFoundError as exc:
             raise spi.ConnectorError(f"folder {folder.id!r} vanished while reading") from exc
@@ -419,7 +381,7 @@ class MaildirConnector:
         if position > start:
             mark = entries[position - 1].key
         more = position < len(entries)
-        new_cursor = _encode(
+        new_cursor = _cursor.encode(
             t="f", i=ino, m=mark[0], p=mark[1], c=sums.count, h=f"{sums.ids:x}", b=sums.buckets
         )
         if more and not relist:
@@ -438,10 +400,10 @@ class MaildirConnector:
         Raises `CursorExpiredError` when the folder was replaced or the files at or below the
         watermark are not those the cursor saw.
         """
-        state = _decode(cursor, "f")
-        if _int(state, "i") != ino:
+        state = _cursor.decode(cursor, "f")
+        if _cursor.int_field(state, "i") != ino:
             raise spi.CursorExpiredError(f"folder {spot.folder.id!r} was replaced")
-        mark = (_int(state, "m"), _str(state, "p"))
+        mark = (_cursor.int_field(state, "m"), _cursor.str_field(state, "p"))
         old = state.get("b")
         if not isinstance(old, list) or len(old) != _BUCKETS:
             raise spi.CursorExpiredError("maildir cursor field 'b' is damaged")
@@ -450,7 +412,8 @@ class MaildirConnector:
         sums = _Sums()
         for entry in entries[:start]:
             sums.add(entry)
-        if sums.count != _int(state, "c") or f"{sums.ids:x}" != _str(state, "h"):
+        ids = f"{sums.ids:x}"
+        if sums.count != _cursor.int_field(state, "c") or ids != _cursor.str_field(state, "h"):
             raise spi.CursorExpiredError(
                 f"files at or below the watermark of folder {spot.folder.id!r} changed"
             )
@@ -483,7 +446,8 @@ class MaildirConnector:
         steps.append(spi.CheckStep("folders found", True, f"{len(spots)}: {names}"))
         try:
             count = sum(
-                _count_mbox(s.path) if s.kind == "mbox" else len(self._list_files(s)) for s in spots
+                _mbox.count_mbox(s.path) if s.kind == "mbox" else len(self._list_files(s))
+                for s in spots
             )
         except OSError as exc:
             return [*steps, spi.CheckStep("messages counted", False, str(exc))]
@@ -499,80 +463,3 @@ class MaildirConnector:
 def _mbox_role(name: str) -> spi.FolderRole:
     stem, dot, ext = name.rpartition(".")
     return folder_role(stem if dot and ext.lower() in _MESSAGE_EXTS else name)
-
-
-# -- mbox --------------------------------------------------------------------------------
-
-
-def _tail_hash(fh: BinaryIO, offset: int) -> str:
-    start = max(0, offset - _TAIL)
-    fh.seek(start)
-    return hashlib.blake2b(fh.read(offset - start), digest_size=8).hexdigest()
-
-
-def _fetch_mbox(path: str, cursor: str | None, limit: int) -> spi.ChangeBatch:
-    with open(path, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        offset = 0
-        if cursor is not None:
-            state = _decode(cursor, "m")
-            offset = _int(state, "o")
-            if _int(state, "i") != st.st_ino or not 0 <= offset <= st.st_size:
-                raise spi.CursorExpiredError(f"{path} was replaced or truncated")
-            if _tail_hash(fh, offset) != _str(state, "h") or not _resumes_cleanly(fh, offset):
-                raise spi.CursorExpiredError(f"{path} was rewritten")
-        found, end, eof = _read_mbox(fh, offset, limit)
-        new_cursor = _encode(t="m", i=st.st_ino, o=end, h=_tail_hash(fh, end))
-    messages = [spi.RawMessage(str(at), raw) for at, raw in found]
-    return spi.ChangeBatch(messages, new_cursor, more=not eof, reset=cursor is None)
-
-
-def _resumes_cleanly(fh: BinaryIO, offset: int) -> bool:
-    """Whether the bytes after `offset` are blank lines then a `From ` line (or nothing)."""
-    fh.seek(offset)
-    for line in fh:
-        if line not in (b"\n", b"\r\n"):
-            return line.startswith(b"From ")
-    return True
-
-
-def _read_mbox(fh: BinaryIO, offset: int, limit: int) -> tuple[list[tuple[int, bytes]], int, bool]:
-    """Read up to `limit` messages from `offset`: ((From-line offset, raw) list, end, at EOF).
-
-    Like `mailbox.mbox`, every line starting with `From ` opens a message, and one blank line
-    before it is the separator. Lines quoted as `>From ` (mboxrd, and mboxo's single level)
-    lose one `>`: https://www.loc.gov/preservation/digital/formats/fdd/fdd000385.shtml.
-    """
-    found: list[tuple[int, bytes]] = []
-    lines: list[bytes] = []
-    start = -1
-    pos = offset
-    fh.seek(offset)
-    for line in fh:
-        if line.startswith(b"From ") or (pos == 0 and line.startswith(_BOM + b"From ")):
-            if start >= 0:
-                found.append((start, _finish(lines)))
-                if len(found) == limit:
-                    return found, pos, False
-            start, lines = pos, []
-        elif start >= 0:
-            lines.append(line[1:] if line[:1] == b">" and _ESCAPED_FROM.match(line) else line)
-        pos += len(line)
-    if start >= 0:
-        found.append((start, _finish(lines)))
-    return found, pos, True
-
-
-def _finish(lines: list[bytes]) -> bytes:
-    if lines and lines[-1] in (b"\n", b"\r\n"):
-        lines.pop()
-    return b"".join(lines)
-
-
-def _count_mbox(path: str) -> int:
-    with open(path, "rb") as fh:
-        return sum(
-            1
-            for n, line in enumerate(fh)
-            if line.startswith(b"From ") or (n == 0 and _starts_mbox(line))
-        )
