@@ -267,9 +267,12 @@ class MboxHarness(_DiskHarness):
         self._rewrite(folder_id)
 
 
+from imap_harness import ImapHarness  # noqa: E402  (IMAP against a private Dovecot)
+
 FACTORIES: dict[str, Callable[[Path], Harness]] = {
     "memory": MemoryHarness,
     "maildir": MaildirHarness,
     "maildir-plain": PlainHarness,
     "maildir-mbox": MboxHarness,
+    "imap": ImapHarness,
 }
