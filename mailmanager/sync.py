@@ -2,8 +2,9 @@
 
 For each folder the engine loops: fetch a batch from the connector (network or disk I/O,
 no database session open) → parse it in a worker process → write it with `ingest` and the
-folder's new cursor in ONE transaction. The next batch is fetched while the current one is
-parsed, and parsed while the previous one is written, so both cores work.
+folder's new cursor in ONE transaction. A fetcher thread runs ahead of the writer (by at
+most two batches), handing each batch to the parse worker as it arrives, so fetching,
+parsing and writing overlap and both cores work.
 
 Crash safety follows from three rules: the cursor is committed only with the batch it
 covers; every write is an idempotent upsert; a full scan (first sync, or an expired cursor)
@@ -22,6 +23,7 @@ import concurrent.futures as cf
 import logging
 import multiprocessing
 import os
+import queue
 import socket
 import threading
 import time
@@ -302,21 +304,52 @@ class Syncer:
                 report.rescanned = True
                 return connector.fetch_changes(remote, None, limit)
 
-        batch = fetch(cursor)
-        future = parser.submit(batch)
-        while True:
-            nxt: spi.ChangeBatch | None = None
-            nxt_future: cf.Future[list[Any]] | None = None
-            if batch.more and not self.stop.is_set():
-                nxt = fetch(batch.cursor)
-                nxt_future = parser.submit(nxt)
-            self._store(folder_id, ctx, batch, future.result(), report)
-            report.fetched += len(batch.messages)
-            if self.progress is not None:
-                self.progress(remote.name, report.fetched)
-            if nxt is None or nxt_future is None:
-                break
-            batch, future = nxt, nxt_future
+        # Three stages overlap: a fetcher thread reads batches and hands each to the parse
+        # worker; this thread stores them in order. The queue bounds what is in memory.
+        pipe: queue.Queue[tuple[spi.ChangeBatch, cf.Future[list[Any]]] | BaseException | None]
+        pipe = queue.Queue(maxsize=2)
+        abort = threading.Event()
+
+        def put(item: tuple[spi.ChangeBatch, cf.Future[list[Any]]] | BaseException | None) -> bool:
+            while not abort.is_set():
+                try:
+                    pipe.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            cur = cursor
+            try:
+                while not abort.is_set():
+                    batch = fetch(cur)
+                    if not put((batch, parser.submit(batch))):
+                        return
+                    if not batch.more or self.stop.is_set():
+                        break
+                    cur = batch.cursor
+                put(None)
+            except BaseException as exc:  # handed to the storing thread, which raises it
+                put(exc)
+
+        fetcher = threading.Thread(target=produce, name=f"fetch:{remote.name}", daemon=True)
+        fetcher.start()
+        try:
+            while True:
+                item = pipe.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                batch, future = item
+                self._store(folder_id, ctx, batch, future.result(), report)
+                report.fetched += len(batch.messages)
+                if self.progress is not None:
+                    self.progress(remote.name, report.fetched)
+        finally:
+            abort.set()
+            fetcher.join()
         return report
 
     def _store(
