@@ -28,7 +28,7 @@ the connector has not returned.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Protocol, runtime_checkable
@@ -128,6 +128,19 @@ class Option:
     choices: tuple[str, ...] = ()
 
 
+@runtime_checkable
+class TokenStore(Protocol):
+    """Where a connector keeps OAuth tokens between runs (the core encrypts them at rest).
+
+    Keys are the connector's own (e.g. "refresh_token"); values are opaque strings. The
+    store is scoped to one mailbox.
+    """
+
+    def load(self, key: str) -> str | None: ...
+
+    def save(self, key: str, value: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class ConnectorConfig:
     """What a connector is built from: the mailbox name and its validated options.
@@ -141,6 +154,7 @@ class ConnectorConfig:
     values: Mapping[str, object]
     base_dir: str = "."
     extra: Mapping[str, object] = field(default_factory=dict)
+    token_store: TokenStore | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +207,18 @@ class Connector(Protocol):
     def close(self) -> None:
         """Release connections. Safe to call twice."""
         ...
+
+
+@runtime_checkable
+class Authorizable(Protocol):
+    """A connector that can obtain a user's consent interactively (`mailmanager auth`).
+
+    `authorize` runs an OAuth flow (device code or installed app), telling the admin what
+    to do through `say`, and saves the resulting tokens in the config's `token_store`.
+    Raises `AuthError` when consent is refused or times out.
+    """
+
+    def authorize(self, say: Callable[[str], None]) -> None: ...
 
 
 class ConnectorError(MailmanagerError):
