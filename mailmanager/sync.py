@@ -269,9 +269,16 @@ class Syncer:
                 row.name, row.role, row.present = rf.name, str(rf.role), True
                 s.add(row)
                 seen.add(rf.id)
-            for remote_id, row in rows.items():
-                if remote_id not in seen:
-                    row.present = False
+            gone = [row.id for remote_id, row in rows.items() if remote_id not in seen]
+            for row in rows.values():
+                if row.id in gone:
+                    # A folder deleted or renamed at the provider: its locations go (the
+                    # messages, threads and links stay; a renamed folder's full scan
+                    # re-creates them under its new name), and so does its cursor.
+                    row.present, row.cursor, row.rescan_started_at = False, None, None
+            for chunk in store.chunks(gone):
+                t = store.table(models.MessageLocation)
+                s.execute(sa.delete(t).where(t.c.folder_id.in_(chunk)))
         return remote
 
     def _sync_folder(

@@ -250,3 +250,33 @@ def test_parse_worker_process_gives_the_same_result(cfg, factory, account, tmp_p
     report = sync.Syncer(cfg2, factory).sync("alice")
     assert report.total("new_messages") == 12
     assert count(factory, Thread) == 3
+
+
+def test_folder_gone_at_provider_drops_its_locations_not_its_messages(
+    cfg, factory, account
+) -> None:  # type: ignore[no-untyped-def]
+    account.add_folder("Projets", spi.FolderRole.OTHER)
+    account.append("Projets", make(CLIENT, ALICE, "Plans", msgid="pl@x"))
+    account.append("INBOX", make(CLIENT, ALICE, "Re: Plans", msgid="pl2@x", reply_to="pl@x"))
+    run(cfg, factory)
+    assert count(factory, MessageLocation) == 2
+    # The folder is renamed at the provider: a new folder with the same mail.
+    raw = account.messages("Projets")[0].raw
+    account.remove_folder("Projets")
+    account.add_folder("Projets 2026", spi.FolderRole.OTHER)
+    account.append("Projets 2026", raw)
+    run(cfg, factory)
+    with factory() as s:
+        folders = {f.remote_id: f.present for f in s.scalars(sa.select(models.Folder))}
+        places = (
+            s.execute(
+                sa.select(models.Folder.remote_id).join(
+                    MessageLocation, MessageLocation.folder_id == models.Folder.id
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert folders["Projets"] is False and folders["Projets 2026"] is True
+    assert sorted(places) == ["INBOX", "Projets 2026"]
+    assert count(factory, Message) == 2 and count(factory, Thread) == 1
