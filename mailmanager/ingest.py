@@ -353,7 +353,9 @@ def store_items_apart(
         except sa.exc.DBAPIError as exc:
             size, sha = len(item.raw), hashlib.sha256(item.raw).hexdigest()
             reason = clean(f"database rejected the message: {exc.orig}", 500)
-            bad = Fetched(item.provider_id, item.raw, parsing.Quarantined(reason, size, sha))
+            # The quarantine row must be storable even when the provider id was the problem.
+            pid = clean(item.provider_id)
+            bad = Fetched(pid, item.raw, parsing.Quarantined(reason, size, sha))
             one = store_batch(session, ctx, folder_id, [bad])
         total.new_messages += one.new_messages
         total.new_locations += one.new_locations

@@ -14,6 +14,7 @@ Times are stored in UTC.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -32,7 +33,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -88,12 +89,28 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+def name_key(name: str) -> str:
+    """A company name as compared: case-folded, spaces collapsed ("ÉTS  Martin" = "éts martin")."""
+    return " ".join(name.split()).casefold()
+
+
+def _name_key_default(context: Any) -> str:
+    return name_key(str(context.get_current_parameters().get("name") or ""))
+
+
 class Company(Base):
     __tablename__ = "companies"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(300), index=True)
+    # Kept in step with `name` (insert default + validator): SQLite's lower() folds ASCII only.
+    name_key: Mapped[str] = mapped_column(String(300), index=True, default=_name_key_default)
     external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @validates("name")
+    def _set_name_key(self, _key: str, value: str) -> str:
+        self.name_key = name_key(value)
+        return value
 
 
 class CompanyDomain(Base):
@@ -124,7 +141,8 @@ class ContactEmail(Base):
     contact_id: Mapped[int] = mapped_column(
         ForeignKey("contacts.id", ondelete="CASCADE"), index=True
     )
-    email: Mapped[str] = mapped_column(String(320), unique=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # normalize.match_key
+    display: Mapped[str] = mapped_column(String(320), default="")  # as entered or imported
     invalid_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
@@ -137,10 +155,11 @@ class Opportunity(Base):
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     stage: Mapped[str] = mapped_column(String(16), default="open")
     pipeline_step: Mapped[str] = mapped_column(String(64), default="")
-    amount: Mapped[float | None] = mapped_column(Numeric(14, 2))
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(14, 2))
     currency: Mapped[str] = mapped_column(String(3), default="EUR")
     expected_close: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -206,6 +225,8 @@ class Thread(Base):
     last_message_id: Mapped[int | None] = mapped_column(Integer)
     message_count: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # Reminders (issue #5): "always" / "never" overrides the expects-a-reply heuristic.
+    expect_reply: Mapped[str | None] = mapped_column(String(8))
 
 
 class ThreadNode(Base):
@@ -260,7 +281,7 @@ class MessageLocation(Base):
     __table_args__ = (UniqueConstraint("folder_id", "provider_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"))
-    provider_id: Mapped[str] = mapped_column(String(500))
+    provider_id: Mapped[str] = mapped_column(Text)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
     flags: Mapped[str] = mapped_column(Text, default="")
     labels: Mapped[str] = mapped_column(Text, default="")
@@ -287,7 +308,7 @@ class Quarantine(Base):
     __table_args__ = (UniqueConstraint("folder_id", "provider_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"))
-    provider_id: Mapped[str] = mapped_column(String(500))
+    provider_id: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer, default=0)
@@ -325,9 +346,20 @@ class Link(Base):
 
 
 class Reminder(Base):
+    """A follow-up reminder; see `mailmanager.reminders` for its lifecycle.
+
+    `cycle` names the episode: for a thread, the id of the message the reminder is about
+    (our unanswered message, the contact's unanswered one), so a new follow-up starts a new
+    cycle and a thread merge never makes two rows collide; for a dormant opportunity or a
+    client at risk, the minute (Unix time // 60) of the last exchange.
+    Reminders about a thread are unique per (thread, kind, cycle); the others (dormant
+    opportunity, client at risk) per (target, kind, cycle), target being e.g. "company:3".
+    """
+
     __tablename__ = "reminders"
     __table_args__ = (
         UniqueConstraint("thread_id", "kind", "cycle"),
+        UniqueConstraint("target", "kind", "cycle"),
         Index("ix_reminders_status_due", "status", "due_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -343,6 +375,17 @@ class Reminder(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Issue #5 additions. `message_id`: the message it is about (no foreign key: the
+    # reminder outlives an erased message); `contact_email` even without a CRM contact.
+    target: Mapped[str | None] = mapped_column(String(64))
+    message_id: Mapped[int | None] = mapped_column(Integer)
+    contact_email: Mapped[str] = mapped_column(String(320), default="")
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id", ondelete="SET NULL"))
+    waiting_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_count: Mapped[int] = mapped_column(Integer, default=0)
+    escalated_from_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class OutboxEmail(Base):
@@ -362,6 +405,12 @@ class OutboxEmail(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Notifications (issue #5): "host:pid:nonce" of the worker sending it now, when the
+    # attempt began, and whether a crash may have left a copy at the server (see outbox.py).
+    recipient_name: Mapped[str] = mapped_column(String(300), default="")
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    possible_duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 # --- runs and audit ------------------------------------------------------------------------------
@@ -393,3 +442,53 @@ class AuditLog(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(300), default="")
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+# --- notifications (issue #5: reminder digests and immediate reminder emails) ------------------
+
+
+class Notification(Base):
+    """One digest slot (or one immediate reminder mail) of a user, consumed exactly once.
+
+    Written in the transaction that marks its reminders sent and enqueues its OutboxEmail;
+    unique per (user, slot), so a slot never yields two emails, and an empty slot is
+    recorded too (reminders that fall due after it wait for the next slot).
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("user_id", "slot"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    # "digest:2026-11-03T08:30" (user's local time), "manual:<UTC minute>", "immediate:<id>"
+    slot: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))  # digest, immediate
+    item_count: Mapped[int] = mapped_column(Integer, default=0)
+    reminder_ids: Mapped[str] = mapped_column(Text, default="")  # space-separated
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- reminders (issue #5: follow-up rules, business time, lifecycle) ---------------------------
+
+
+class ReminderCheck(Base):
+    """When a thread, open opportunity or client must next be re-evaluated for reminders.
+
+    `target_kind` is thread, opportunity, contact or company. A NULL `check_at` means
+    "evaluated; nothing due until it changes". Evaluation passes read only the rows whose
+    time has come, so their cost follows what changes, not the size of the mailbox.
+    """
+
+    __tablename__ = "reminder_checks"
+    target_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    target_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    check_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+
+
+class ReminderState(Base):
+    """Named instants kept between evaluation passes (e.g. up to when thread changes were
+    looked at)."""
+
+    __tablename__ = "reminder_state"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[datetime | None] = mapped_column(UTCDateTime)
