@@ -47,5 +47,18 @@ def setup(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Library chatter (SQL, IMAP wire) stays out unless asked for with DEBUG.
-    for noisy in ("sqlalchemy", "imapclient", "apscheduler", "alembic"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # exchangelib and the HTTP clients log whole request bodies (messages, tokens) at DEBUG.
+    for noisy in (
+        "sqlalchemy",
+        "imapclient",
+        "apscheduler",
+        "alembic",
+        "exchangelib",
+        "googleapiclient",
+        "msal",
+        "httpx",
+        "httpcore",
+        "urllib3",
+        "requests_oauthlib",
+    ):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

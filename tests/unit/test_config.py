@@ -156,10 +156,11 @@ def test_unknown_keys_get_did_you_mean_and_valid_keys() -> None:
     assert "did you mean 'host'?" in fix and "password_env" in fix and "token_file" in fix
 
 
-def test_later_sections_are_not_accepted_yet() -> None:
-    errors = errors_of(USERS + "[matcher]\nauto_create = true\n[smtp]\n")
-    assert set(errors) == {"matcher", "smtp"}
-    assert errors["matcher"].problem == "unknown key"
+def test_unknown_sections_are_refused() -> None:
+    errors = errors_of(USERS + "[matchers]\nauto_create = true\n[smpt]\n")
+    assert set(errors) == {"matchers", "smpt"}
+    assert errors["matchers"].problem == "unknown key"
+    assert "did you mean 'matcher'" in errors["matchers"].fix
 
 
 def test_wrong_types_name_the_expected_type() -> None:
@@ -235,7 +236,7 @@ def test_cross_references_owner_manager_and_duplicates() -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    text = USERS.replace('"fr"', '"de"') + "[sync]\nbatch_size = 0\n[matcher]\n" + FAKE_MAILBOX
+    text = USERS.replace('"fr"', '"de"') + "[sync]\nbatch_size = 0\n[matchers]\n" + FAKE_MAILBOX
     text += 'password = "hunter2"\nsecurity = "ssl"\n'
     with pytest.raises(config.ConfigErrors) as info:
         config.loads(text)
@@ -243,7 +244,7 @@ def test_every_problem_is_reported_at_once() -> None:
     assert set(keys) == {
         "users[0].locale",
         "sync.batch_size",
-        "matcher",
+        "matchers",
         "mailboxes[0].password",
         "mailboxes[0].security",
     }
@@ -379,13 +380,32 @@ def test_example_file_is_the_default_and_loads() -> None:
     assert conn.values["path"] == str(REPO / "examples" / "sample-mailbox")
 
 
-def test_example_imap_block_matches_the_imap_connector() -> None:
+def commented_mailboxes(text: str) -> list[str]:
+    """The commented-out `[[mailboxes]]` examples of the file, uncommented."""
+    blocks, lines = [], text.splitlines()
+    for i, line in enumerate(lines):
+        if line != "# [[mailboxes]]":
+            continue
+        block = []
+        for follow in lines[i:]:
+            # A block ends at a line that is not "# key..." (prose starts with a capital).
+            if not follow.startswith("# ") or re.match(r"# [A-Z]", follow):
+                break
+            block.append(follow[2:])
+        blocks.append("\n".join(block))
+    return blocks
+
+
+@pytest.mark.parametrize("connector", ["imap", "gmail", "graph", "exchange"])
+def test_each_commented_mailbox_example_is_valid_for_its_connector(connector: str) -> None:
     try:
-        registry.load("imap")
+        registry.load(connector)
     except spi.ConfigError as exc:
-        pytest.skip(f"the imap connector is not importable yet: {exc}")
+        pytest.skip(f"the {connector} connector is not importable: {exc}")
     text = EXAMPLE.read_text(encoding="utf-8")
-    block = text[text.index("# [[mailboxes]]") : text.index("# --- Sync")]
-    uncommented = "\n".join(line[2:] for line in block.splitlines() if line.startswith("# "))
-    cfg = config.loads(text + uncommented, base_dir=str(REPO))
-    assert cfg.mailbox("bob-imap").options["password_env"] == "BOB_IMAP_PASSWORD"
+    [block] = [b for b in commented_mailboxes(text) if f'connector = "{connector}"' in b]
+    cfg = config.loads(text + "\n" + block + "\n", base_dir=str(REPO))
+    [mb] = [m for m in cfg.mailboxes if m.connector == connector]
+    assert mb.options, "the example sets connector options"
+    if connector == "imap":
+        assert cfg.mailbox("bob-imap").options["password_env"] == "BOB_IMAP_PASSWORD"
