@@ -54,12 +54,15 @@ def _nodes(scope: str, m: NewMessage) -> tuple[str, ...]:
 
 
 def _fallback_eligible(p: parsing.ParsedMessage) -> bool:
-    # On list mail everyone shares the list address, so shared participants prove nothing.
+    # On list mail everyone shares the list address, so shared participants prove nothing;
+    # bounces and auto-replies have better ways home (the bounced id, In-Reply-To) or none.
     return not (
         p.in_reply_to
         or p.references
         or p.is_bulk
         or p.list_id
+        or p.is_bounce
+        or p.is_auto_reply
         or not p.subject_normalized
         or p.date is None
         or not p.from_
@@ -71,31 +74,42 @@ def _people(p: parsing.ParsedMessage) -> list[str]:
 
 
 class _Candidates:
-    """Fallback candidates by normalised subject: stored threads (read once per batch) and
+    """Fallback candidates by normalised subject: stored threads (found with one query per
+    batch, their participants read only for those inside a message's time window) and the
     threads this batch creates."""
 
-    def __init__(self, session: Session, subjects: set[str]) -> None:
+    def __init__(
+        self, session: Session, eligible: Sequence[parsing.ParsedMessage], window: timedelta
+    ) -> None:
         self.session = session
-        self.by_subject: dict[str, list[threads.FallbackCandidate]] = {}
-        rows: list[Any] = []
-        for chunk in store.chunks(sorted(subjects)):
-            rows.extend(
-                self.session.execute(
-                    sa.select(
-                        Thread.id,
-                        Thread.subject_normalized,
-                        Thread.last_at,
-                        Thread.message_count,
-                        Thread.subject,
-                    ).where(Thread.subject_normalized.in_(chunk))
-                ).all()
+        self.window = window
+        self.stored: dict[str, list[tuple[int, Any, int, str]]] = {}
+        self.new: dict[str, list[threads.FallbackCandidate]] = {}
+        self.cache: dict[int, threads.FallbackCandidate] = {}
+        dates = [p.date for p in eligible if p.date is not None]
+        if not dates:
+            return
+        subjects = sorted({clean(p.subject_normalized, 500) for p in eligible})
+        for chunk in store.chunks(subjects):
+            rows = self.session.execute(
+                sa.select(
+                    Thread.id,
+                    Thread.subject_normalized,
+                    Thread.last_at,
+                    Thread.message_count,
+                    Thread.subject,
+                ).where(
+                    Thread.subject_normalized.in_(chunk),
+                    Thread.last_at >= min(dates) - window,
+                    Thread.last_at <= max(dates) + window,
+                )
             )
-        for tid, subj, last_at, count, subject in rows:
-            self.by_subject.setdefault(subj, []).append(self._stored(tid, last_at, count, subject))
+            for tid, subj, last_at, count, subject in rows:
+                self.stored.setdefault(subj, []).append((tid, last_at, count, subject))
 
-    def _stored(
-        self, tid: int, last_at: Any, count: int, subject: str
-    ) -> threads.FallbackCandidate:
+    def _load(self, tid: int, last_at: Any, count: int, subject: str) -> threads.FallbackCandidate:
+        if tid in self.cache:
+            return self.cache[tid]
         people = frozenset(
             self.session.scalars(
                 sa.select(Participant.email)
@@ -112,19 +126,27 @@ class _Candidates:
                 .limit(1)
             ).one()
             lone = sent if not irt and not refs else None
-        return threads.FallbackCandidate(tid, last_at, people, lone)
+        self.cache[tid] = threads.FallbackCandidate(tid, last_at, people, lone)
+        return self.cache[tid]
 
     def add_new(self, ref: int, p: parsing.ParsedMessage) -> None:
-        lone = p.date if p.subject_had_prefix and _fallback_eligible(p) else None
+        lone = p.date if p.subject_had_prefix else None
         cand = threads.FallbackCandidate(ref, p.date, frozenset(_people(p)), lone)
-        self.by_subject.setdefault(clean(p.subject_normalized, 500), []).append(cand)
+        self.new.setdefault(clean(p.subject_normalized, 500), []).append(cand)
 
-    def pick(self, p: parsing.ParsedMessage, window: timedelta) -> int | None:
-        found = self.by_subject.get(clean(p.subject_normalized, 500))
+    def pick(self, p: parsing.ParsedMessage) -> int | None:
+        assert p.date is not None
+        subj = clean(p.subject_normalized, 500)
+        found = [
+            self._load(*row)
+            for row in self.stored.get(subj, ())
+            if row[1] is not None and abs(p.date - row[1]) <= self.window
+        ]
+        found += self.new.get(subj, [])
         if not found:
             return None
         return threads.subject_fallback(
-            p.from_[0].email, _people(p), p.date, p.subject_had_prefix, found, window
+            p.from_[0].email, _people(p), p.date, p.subject_had_prefix, found, self.window
         )
 
 
@@ -155,7 +177,7 @@ def attach(
         if not g.existing and len(g.keys) == 1 and subject_fallback
     ]
     eligible = [p for p in singles if _fallback_eligible(p)]
-    candidates = _Candidates(session, {clean(p.subject_normalized, 500) for p in eligible})
+    candidates = _Candidates(session, eligible, window)
 
     # Threads to create get negative placeholder refs until inserted.
     new_rows: list[dict[str, Any]] = []
@@ -165,7 +187,7 @@ def attach(
         first = by_key[g.keys[0]].parsed
         ref: int | None = g.existing[0] if g.existing else None
         if ref is None and subject_fallback and len(g.keys) == 1 and _fallback_eligible(first):
-            ref = candidates.pick(first, window)
+            ref = candidates.pick(first)
         if ref is None:
             ref = -(len(new_rows) + 1)
             new_rows.append(
@@ -213,9 +235,7 @@ def merge(session: Session, survivor: int, losers: Sequence[int]) -> None:
     losers = list(losers)
     for model in (Message, ThreadNode, models.Link):
         session.execute(
-            sa.update(model)
-            .where(model.thread_id.in_(losers))
-            .values(thread_id=survivor)
+            sa.update(model).where(model.thread_id.in_(losers)).values(thread_id=survivor)
         )
     # TODO(#5): reminders of merged threads need a cycle-aware merge; until reminders
     # exist, they are simply re-pointed.
