@@ -23,7 +23,7 @@ import click
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager import __version__, daemon, logs, queries, registry, spi, store, sync
+from mailmanager import __version__, daemon, logs, queries, registry, spi, store, sync, tokens
 from mailmanager import config as config_mod
 from mailmanager.errors import MailmanagerError
 
@@ -308,11 +308,13 @@ def run_cmd(state: State, once: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def status(state: State, as_json: bool) -> None:
-    """Show each mailbox's last sync and error, and database counts."""
+    """Show each mailbox's last sync and error, database counts, reminders and the outbox."""
     with database(state) as factory, store.session_scope(factory) as s:
         data: dict[str, Any] = {
             "mailboxes": queries.mailbox_status(s),
             "totals": queries.totals(s),
+            "reminders": queries.reminder_counts(s),
+            "outbox": queries.outbox_backlog(s),
         }
     if as_json:
         emit_json(data)
@@ -330,6 +332,12 @@ def status(state: State, as_json: bool) -> None:
     t = data["totals"]
     click.echo(
         f"total: {t['messages']} messages, {t['threads']} threads, {t['quarantined']} quarantined"
+    )
+    r, o = data["reminders"], data["outbox"]
+    click.echo(f"reminders: {r['pending']} pending, {r['sent']} sent")
+    click.echo(
+        f"outbox: {o['pending'] + o['sending']} to send, {o['dead']} dead, {o['sent']} sent"
+        + (f" (oldest unsent queued {o['oldest_unsent_at']})" if o["oldest_unsent_at"] else "")
     )
 
 
@@ -443,21 +451,54 @@ def mailbox_group() -> None:
 def mailbox_test(state: State, name: str) -> None:
     """Connect to mailbox NAME step by step (reach, TLS, login, folders) and diagnose failures."""
     cfg = state.config()
-    try:
-        mb = cfg.mailbox(name)
-        cls = registry.load(mb.connector)
-        connector = cls(mb.connector_config(cfg.base_dir))
-    except (spi.ConfigError, config_mod.ConfigErrors) as exc:
-        fail(str(exc), EXIT_CONFIG)
-    try:
-        steps = list(connector.check())
-    finally:
-        connector.close()
+    with database(state) as factory:
+        try:
+            mb = cfg.mailbox(name)
+            cls = registry.load(mb.connector)
+            connector = cls(tokens.connector_config(cfg, mb, factory))
+        except (spi.ConfigError, config_mod.ConfigErrors) as exc:
+            fail(str(exc), EXIT_CONFIG)
+        try:
+            steps = list(connector.check())
+            if all(s.ok for s in steps):
+                steps += _cursor_steps(connector, factory, mb.name)
+        except spi.ConfigError as exc:  # e.g. a token store without its secret key
+            fail(str(exc), EXIT_CONFIG)
+        finally:
+            connector.close()
     for step in steps:
         mark = "ok  " if step.ok else "FAIL"
         click.echo(f"[{mark}] {step.step}" + (f": {step.detail}" if step.detail else ""))
     if not all(s.ok for s in steps):
         sys.exit(EXIT_FAILED)
+
+
+def _cursor_steps(
+    connector: spi.Connector, factory: sessionmaker[Session], mailbox: str
+) -> list[spi.CheckStep]:
+    """Try each folder's stored cursor once (at most one message read, nothing saved)."""
+    import sqlalchemy as sa
+
+    from mailmanager.models import Folder, Mailbox
+
+    with store.session_scope(factory) as s:
+        rows = s.execute(
+            sa.select(Folder.remote_id, Folder.name, Folder.role, Folder.cursor)
+            .join(Mailbox, Mailbox.id == Folder.mailbox_id)
+            .where(Mailbox.name == mailbox, Folder.present, Folder.cursor.is_not(None))
+        ).all()
+    steps = []
+    for remote_id, folder_name, role, cursor in rows:
+        remote = spi.RemoteFolder(remote_id, folder_name, spi.FolderRole(role))
+        try:
+            connector.fetch_changes(remote, cursor, 1)
+            steps.append(spi.CheckStep(f"cursor {folder_name}", True, "still valid"))
+        except spi.CursorExpiredError as exc:
+            detail = f"expired ({exc}); the next sync rescans this folder, keeping links"
+            steps.append(spi.CheckStep(f"cursor {folder_name}", True, detail))
+        except spi.ConnectorError as exc:
+            steps.append(spi.CheckStep(f"cursor {folder_name}", False, str(exc)))
+    return steps
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m mailmanager`

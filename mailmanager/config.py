@@ -107,6 +107,91 @@ def _absolute(value: str, ctx: Context) -> str:
     return schema.resolve_path(value, ctx.base_dir)
 
 
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_REMINDER_KINDS = (
+    "awaiting_reply",
+    "needs_response",
+    "dormant_opportunity",
+    "at_risk_client",
+    "bounced",
+)
+
+
+def _hhmm(value: str, ctx: Context) -> str:
+    m = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value.strip())
+    if not m:
+        raise Invalid(f"{value!r} is not a time of day", 'write "HH:MM", e.g. "08:30"')
+    return f"{int(m[1]):02d}:{m[2]}"
+
+
+def _hhmm_list(values: tuple[str, ...], ctx: Context) -> tuple[str, ...]:
+    return tuple(sorted({_hhmm(v, ctx) for v in values}))
+
+
+def _quiet_hours(value: str, ctx: Context) -> str:
+    if not value.strip():
+        return ""
+    start, dash, end = value.partition("-")
+    if not dash:
+        raise Invalid(f"{value!r} is not a time range", 'write "HH:MM-HH:MM", e.g. "20:00-08:00"')
+    return f"{_hhmm(start, ctx)}-{_hhmm(end, ctx)}"
+
+
+def _sender(value: str, ctx: Context) -> str:
+    if not value:
+        return ""
+    import email.utils
+
+    name, addr = email.utils.parseaddr(value)
+    if any(c in value for c in "\r\n\x00") or not addr:
+        raise Invalid(f"{value!r} is not an address", 'write "mailmanager@example.com"')
+    addr = _email(addr, ctx)
+    return email.utils.formataddr((name, addr)) if name else addr
+
+
+def _pattern(value: str, ctx: Context) -> str:
+    try:
+        compiled = re.compile(value)
+    except re.error as exc:
+        raise Invalid(
+            f"not a regular expression: {exc}", r'write e.g. "\\b(OPP-\\d+)\\b"'
+        ) from None
+    if compiled.groups > 1:
+        raise Invalid(
+            f"{compiled.groups} capture groups", "use one group around the reference, or none"
+        )
+    return value
+
+
+def _block_entry(value: str, ctx: Context) -> str:
+    # "@acme.com" blocks the domain and its subdomains; "jane@acme.com" one address.
+    text = value.strip().lower()
+    if text.startswith("@"):
+        return "@" + _domain(text[1:], ctx)
+    if "@" in text:
+        return _email(text, ctx)
+    raise Invalid(
+        f"{value!r} is neither an address nor @domain", 'write "jane@acme.com" or "@acme.com"'
+    )
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+REMINDER_RULES = ("awaiting_reply", "needs_response", "dormant_opportunity", "at_risk_client")
+
+
+def _weekdays(values: tuple[str, ...], ctx: Context) -> tuple[str, ...]:
+    days = {schema.one_of(*WEEKDAYS, fold=lambda v: v.strip().lower()[:3])(v, ctx) for v in values}
+    if not days:
+        raise Invalid("no working day given", 'list at least one, e.g. ["mon", "tue"]')
+    return tuple(d for d in WEEKDAYS if d in days)
+
+
+def _positive(value: float, ctx: Context) -> float:
+    if value <= 1:
+        raise Invalid(f"{value} is too small", "use a number greater than 1, e.g. 3")
+    return value
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
     """`[database]`: where mailmanager stores its data. `url` never holds a password."""
@@ -150,6 +235,16 @@ class UserConfig:
     holiday_subdivision: str | None = None
     aliases: tuple[str, ...] = field(default=(), metadata=spec(schema.each(_email)))
     manager: str | None = field(default=None, metadata=spec(_email))
+    blocklist: tuple[str, ...] = field(default=(), metadata=spec(schema.each(_block_entry)))
+    digest_times: tuple[str, ...] | None = field(default=None, metadata=spec(_hhmm_list))
+    # Reminders (issue #5): each key, when given, overrides the [reminders] key of that name.
+    work_days: tuple[str, ...] | None = field(default=None, metadata=spec(_weekdays))
+    work_start: str | None = field(default=None, metadata=spec(_hhmm))
+    work_end: str | None = field(default=None, metadata=spec(_hhmm))
+    awaiting_reply_days: int | None = field(default=None, metadata=spec(schema.at_least(1)))
+    needs_response_hours: int | None = field(default=None, metadata=spec(schema.at_least(1)))
+    dormant_opportunity_days: int | None = field(default=None, metadata=spec(schema.at_least(1)))
+    max_repeats: int | None = field(default=None, metadata=spec(schema.at_least(0)))
     key: str = field(default="", compare=False, repr=False, metadata=spec(internal=True))
 
 
@@ -213,6 +308,164 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class SmtpConfig:
+    """`[smtp]`: the server reminder emails are sent through (TOML key `from` is `from_`)."""
+
+    host: str = "localhost"
+    port: int | None = None  # default: 465 with tls, 587 with starttls, 25 with none
+    security: str = field(
+        default="starttls", metadata=spec(schema.one_of("starttls", "tls", "none"))
+    )
+    username: str | None = None
+    password_env: str | None = field(default=None, metadata=spec(schema.env_name))
+    password_file: str | None = field(default=None, metadata=spec(_absolute))
+    oauth2_token_env: str | None = field(default=None, metadata=spec(schema.env_name))
+    oauth2_token_file: str | None = field(default=None, metadata=spec(_absolute))
+    from_: str = field(default="", metadata=spec(_sender))
+    timeout: int = field(default=30, metadata=spec(schema.at_least(1)))
+    ssl_ca_file: str | None = field(default=None, metadata=spec(_absolute))
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"tls": 465, "starttls": 587}.get(self.security, 25)
+
+    def secrets(self) -> tuple[str | None, str | None]:
+        """(password, oauth2 token), read now from their `_env`/`_file` references.
+
+        Raises `ConfigErrors` when a variable is unset or a file unreadable or not private.
+        """
+        p = Problems()
+        password = schema.resolve_secret(
+            "smtp.password", self.password_env, self.password_file, "/", p
+        )
+        token = schema.resolve_secret(
+            "smtp.oauth2_token", self.oauth2_token_env, self.oauth2_token_file, "/", p
+        )
+        p.raise_if_any()
+        return password, token
+
+
+def _smtp(table: object, cls: type, key: str, ctx: Context, p: Problems) -> Any:
+    # `from` is a Python keyword: the field is `from_`, problems name the TOML key.
+    if isinstance(table, dict):
+        table = {("from_" if k == "from" else k): v for k, v in table.items()}
+    before = len(p)
+    smtp: SmtpConfig | None = schema.plain(table, cls, key, ctx, p)
+    for i in range(before, len(p)):
+        e = p[i]
+        p[i] = spi.ConfigError(e.key.replace(".from_", ".from"), e.problem, e.fix)
+    if smtp is None:
+        return None
+    if smtp.security == "none" and smtp.host not in _LOOPBACK:
+        p.add(
+            f"{key}.security",
+            f'"none" sends in clear text to {smtp.host!r}',
+            'use "starttls" or "tls"; "none" is only allowed for 127.0.0.1',
+        )
+    pairs = [("password_env", "password_file"), ("oauth2_token_env", "oauth2_token_file")]
+    for a, b in pairs:
+        if getattr(smtp, a) and getattr(smtp, b):
+            p.add(f"{key}.{a}", f"{a} and {b} both given", "keep one")
+    has_password = bool(smtp.password_env or smtp.password_file)
+    has_token = bool(smtp.oauth2_token_env or smtp.oauth2_token_file)
+    if has_password and has_token:
+        p.add(f"{key}.oauth2_token_env", "both a password and an OAuth2 token", "keep one")
+    if (has_password or has_token) and not smtp.username:
+        p.add(f"{key}.username", "a secret is given without a username", "add username = ...")
+    return smtp if len(p) == before else None
+
+
+@dataclass(frozen=True)
+class NotificationsConfig:
+    """`[notifications]`: when reminder digests go out, and how the outbox retries."""
+
+    enabled: bool = True
+    digest_times: tuple[str, ...] = field(default=("08:30", "14:00"), metadata=spec(_hhmm_list))
+    immediate: tuple[str, ...] = field(
+        default=(), metadata=spec(schema.each(schema.one_of(*_REMINDER_KINDS)))
+    )
+    quiet_hours: str = field(default="", metadata=spec(_quiet_hours))
+    catch_up_minutes: int = field(default=180, metadata=spec(schema.at_least(1)))
+    interval: int = field(default=60, metadata=spec(schema.at_least(10)))
+    evaluate_interval: int = field(default=300, metadata=spec(schema.at_least(10)))
+    flush_interval: int = field(default=30, metadata=spec(schema.at_least(5)))
+    max_attempts: int = field(default=8, metadata=spec(schema.at_least(1)))
+    retry_base: int = field(default=60, metadata=spec(schema.at_least(1)))
+    retry_max: int = field(default=3600, metadata=spec(schema.at_least(1)))
+    reconcile_wait: int = field(default=3600, metadata=spec(schema.at_least(0)))
+
+
+@dataclass(frozen=True)
+class MatcherConfig:
+    """`[matcher]`: how messages are linked to contacts, companies and opportunities."""
+
+    opportunity_pattern: str = field(default=r"\b(OPP-\d+)\b", metadata=spec(_pattern))
+    auto_create: str = field(
+        default="none", metadata=spec(schema.one_of("none", "sent", "sent_and_received"))
+    )
+    multiple_opportunities: str = field(
+        default="only_if_one",
+        metadata=spec(
+            schema.one_of("only_if_one", "thread_sticky", "most_recent", "all", "review")
+        ),
+    )
+    retro_window_days: int = field(default=365, metadata=spec(schema.at_least(0)))
+    blocklist: tuple[str, ...] = field(default=(), metadata=spec(schema.each(_block_entry)))
+    strip_plus_addressing: bool = True
+    suggestions: bool = True
+
+
+@dataclass(frozen=True)
+class RemindersConfig:
+    """`[reminders]`: follow-up reminder rules and the business calendar (issue #5).
+
+    The calendar keys and the rule delays can be overridden per user in `[[users]]`.
+    """
+
+    enabled: bool = True
+    rules: tuple[str, ...] = field(
+        default=REMINDER_RULES, metadata=spec(schema.each(schema.one_of(*REMINDER_RULES)))
+    )
+    awaiting_reply_days: int = field(default=3, metadata=spec(schema.at_least(1)))
+    needs_response_hours: int = field(default=4, metadata=spec(schema.at_least(1)))
+    dormant_opportunity_days: int = field(default=30, metadata=spec(schema.at_least(1)))
+    at_risk_factor: float = field(default=3.0, metadata=spec(_positive))
+    at_risk_min_exchanges: int = field(default=4, metadata=spec(schema.at_least(3)))
+    at_risk_min_days: int = field(default=30, metadata=spec(schema.at_least(1)))
+    require: str = field(
+        default="none", metadata=spec(schema.one_of("none", "contact", "open_opportunity"))
+    )
+    reply_from_company: bool = True
+    expect_reply: bool = True
+    max_repeats: int = field(default=2, metadata=spec(schema.at_least(0)))
+    repeat_days: int = field(default=3, metadata=spec(schema.at_least(1)))
+    escalate_after: int = field(default=2, metadata=spec(schema.at_least(0)))
+    out_of_office_days: int = field(default=5, metadata=spec(schema.at_least(1)))
+    max_age_days: int = field(default=30, metadata=spec(schema.at_least(1)))
+    work_days: tuple[str, ...] = field(
+        default=("mon", "tue", "wed", "thu", "fri"), metadata=spec(_weekdays)
+    )
+    work_start: str = field(default="09:00", metadata=spec(_hhmm))
+    work_end: str = field(default="18:00", metadata=spec(_hhmm))
+
+
+def _check_work_hours(values: dict[str, Any], p: Problems) -> None:
+    org: RemindersConfig | None = values.get("reminders")
+    if org is None:
+        return
+    if org.work_start >= org.work_end:
+        p.add("reminders.work_end", "the working day ends before it starts", "use e.g. 18:00")
+    for u in values["users"]:
+        start, end = u.work_start or org.work_start, u.work_end or org.work_end
+        if start >= end:
+            p.add(
+                u.key + ".work_end",
+                f"the working day ends ({end}) before it starts ({start})",
+                "give work_end later than work_start",
+            )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. `base_dir` is the directory relative paths resolve against."""
 
@@ -225,6 +478,10 @@ class Config:
     sync: SyncConfig
     threading: ThreadingConfig
     logging: LoggingConfig
+    reminders: RemindersConfig
+    matcher: MatcherConfig
+    smtp: SmtpConfig
+    notifications: NotificationsConfig
 
     def user(self, email: str) -> UserConfig | None:
         """The user whose email or one of whose aliases is `email` (case-insensitive)."""
@@ -245,7 +502,7 @@ class Config:
     def check_secrets(self) -> None:
         """Resolve every secret reference now. Raises `ConfigErrors` listing every failure."""
         problems: list[spi.ConfigError] = []
-        resolvers: list[Callable[[], object]] = [self.database.url_with_secret]
+        resolvers: list[Callable[[], object]] = [self.database.url_with_secret, self.smtp.secrets]
         resolvers += [
             functools.partial(mb.connector_config, self.base_dir) for mb in self.mailboxes
         ]
@@ -288,6 +545,10 @@ SECTIONS: dict[str, schema.Section] = {
     "sync": schema.Section(SyncConfig),
     "threading": schema.Section(ThreadingConfig),
     "logging": schema.Section(LoggingConfig),
+    "reminders": schema.Section(RemindersConfig),
+    "matcher": schema.Section(MatcherConfig),
+    "smtp": schema.Section(SmtpConfig, reader=_smtp),
+    "notifications": schema.Section(NotificationsConfig),
 }
 
 
@@ -299,6 +560,7 @@ def _check_links(values: dict[str, Any], complete: bool, p: Problems) -> None:
     schema.duplicates(addresses, "address", p)
     schema.duplicates([(mb.key + ".name", mb.name) for mb in mailboxes], "mailbox name", p)
     _check_holidays(users, p)
+    _check_work_hours(values, p)
     db: DatabaseConfig | None = values["database"]
     if db and db.password_env and db.password_file:
         p.add("database.password_env", "password_env and password_file both given", "keep one")

@@ -1,5 +1,11 @@
 """The daemon: APScheduler timers that call idempotent jobs. No business logic lives here.
 
+Timers: sync per mailbox (`[sync] interval`), reminder evaluation
+(`[notifications] evaluate_interval`), digest slots (`[notifications] interval`: each tick
+queues the digests whose slot is open, see `notify`) and the outbox flush
+(`[notifications] flush_interval`). Every job is safe to run twice or concurrently with
+another process: the database decides (leases, unique keys, the outbox's claims).
+
 Each process runs a BackgroundScheduler with the in-memory job store (APScheduler's docs
 forbid sharing a job store between schedulers); all coordination between processes goes
 through the database (mailbox leases, unique keys). Jobs use `max_instances=1`,
@@ -16,11 +22,12 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config as config_mod
-from mailmanager import sync
+from mailmanager import models, notify, outbox, reminders, store, sync
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,66 @@ def _sync_job(syncer: sync.Syncer, name: str) -> None:
         log.exception("sync job failed", extra={"action": "sync_crash", "mailbox": name})
 
 
+def evaluate_job(cfg: config_mod.Config, factory: sessionmaker[Session]) -> None:
+    """Create and cancel reminders over every thread (the rules are in `reminders`)."""
+    try:
+        with store.session_scope(factory) as s:
+            reminders.evaluate(s, cfg, models.utcnow())
+    except Exception:  # the job boundary
+        log.exception("reminder evaluation failed", extra={"action": "evaluate_crash"})
+
+
+def notify_job(
+    cfg: config_mod.Config, factory: sessionmaker[Session], stop: threading.Event
+) -> None:
+    """Queue the digests whose slot is open (and immediate mails), then send them."""
+    try:
+        report = notify.run(cfg, factory, models.utcnow())
+        if report.digests or report.immediate:
+            outbox.flush(cfg, factory, stop=stop)
+    except Exception:  # the job boundary
+        log.exception("notification job failed", extra={"action": "notify_crash"})
+
+
+def flush_job(
+    cfg: config_mod.Config, factory: sessionmaker[Session], stop: threading.Event
+) -> None:
+    """Send what the outbox holds that is due (retries included)."""
+    try:
+        outbox.flush(cfg, factory, stop=stop)
+    except Exception:  # the job boundary
+        log.exception("outbox flush failed", extra={"action": "flush_crash"})
+
+
+def _add_notification_jobs(
+    scheduler: Any,
+    cfg: config_mod.Config,
+    factory: sessionmaker[Session],
+    stop: threading.Event,
+    now: datetime,
+) -> None:
+    n = cfg.notifications
+    jobs: list[tuple[str, Callable[..., None], tuple[Any, ...], int]] = []
+    if n.enabled:
+        jobs.append(("notify:outbox", flush_job, (cfg, factory, stop), n.flush_interval))
+        jobs.append(("notify:digests", notify_job, (cfg, factory, stop), n.interval))
+    if cfg.reminders.enabled:
+        jobs.append(("reminders:evaluate", evaluate_job, (cfg, factory), n.evaluate_interval))
+    for i, (job_id, func, args, seconds) in enumerate(jobs):
+        scheduler.add_job(
+            func,
+            "interval",
+            args=args,
+            id=job_id,
+            seconds=seconds,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(60, seconds),
+            next_run_time=now + timedelta(seconds=2 + 2 * i),  # after the syncs start
+            replace_existing=True,
+        )
+
+
 def run_forever(
     cfg: config_mod.Config,
     factory: sessionmaker[Session],
@@ -87,6 +154,7 @@ def run_forever(
             next_run_time=now + timedelta(seconds=random.uniform(0, 2)),
             replace_existing=True,
         )
+    _add_notification_jobs(scheduler, cfg, factory, stop, now)
     if threading.current_thread() is threading.main_thread():
 
         def _handle(signum: int, _frame: FrameType | None) -> None:

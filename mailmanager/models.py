@@ -492,3 +492,74 @@ class ReminderState(Base):
     __tablename__ = "reminder_state"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# --- OAuth tokens (issue #6: cloud connectors) --------------------------------------------------
+
+
+class OAuthToken(Base):
+    """A connector's OAuth token (e.g. a refresh token) for one mailbox, Fernet-encrypted.
+
+    Keyed by mailbox *name*, not id: `mailmanager auth` stores a token before the mailbox's
+    first sync creates its row. See `mailmanager.tokens`.
+    """
+
+    __tablename__ = "oauth_tokens"
+    __table_args__ = (UniqueConstraint("mailbox", "key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(100))
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- matcher (issue #4: explainable links, review queue, suggestions) ---------------------------
+
+
+class MatchState(Base):
+    """The matcher's last verdict on a message: `reason` is "linked" or why it is not.
+
+    Reason codes: linked, unlinked_manually, noise_auto_reply, noise_bounce, noise_bulk,
+    internal, blocklisted, no_external, system_sender, unknown (see `mailmanager.matcher`).
+    """
+
+    __tablename__ = "match_states"
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    reason: Mapped[str] = mapped_column(String(32), index=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    matched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReviewItem(Base):
+    """A thread whose opportunity the matcher would not choose alone (several candidates)."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (UniqueConstraint("thread_id", "kind"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    thread_id: Mapped[int] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16), default="opportunity")
+    candidates: Mapped[str] = mapped_column(Text, default="")  # space-separated target ids
+    explanation: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    chosen_id: Mapped[int | None] = mapped_column(Integer)
+    resolved_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Suggestion(Base):
+    """An external correspondent who is no contact yet (the "suggested contacts" queue)."""
+
+    __tablename__ = "suggestions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # normalize.match_key
+    name: Mapped[str] = mapped_column(String(300), default="")
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id", ondelete="SET NULL"))
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+    sent: Mapped[int] = mapped_column(Integer, default=0)  # of which we wrote to them
+    first_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -212,3 +212,56 @@ def message_detail(session: Session, message: Message) -> dict[str, Any]:
 def raw_bytes(session: Session, message: Message) -> bytes | None:
     row = session.get(models.MessageRaw, message.sha256)
     return row.data if row is not None else None
+
+
+# --- notifications (issue #5): reminders and outbox for `status` and `outbox list` --------------
+
+
+def reminder_counts(session: Session) -> dict[str, int]:
+    """Reminders per status (pending, sent, snoozed, ...)."""
+    r = models.Reminder
+    rows = session.execute(sa.select(r.status, sa.func.count()).group_by(r.status))
+    counts = {"pending": 0, "sent": 0}
+    counts.update({status: int(n) for status, n in rows})
+    return counts
+
+
+def outbox_backlog(session: Session) -> dict[str, Any]:
+    """Outbox rows per status, and when the oldest unsent one was queued."""
+    o = models.OutboxEmail
+    rows = session.execute(sa.select(o.status, sa.func.count()).group_by(o.status))
+    counts: dict[str, Any] = {"pending": 0, "sending": 0, "sent": 0, "dead": 0}
+    counts.update({status: int(n) for status, n in rows})
+    oldest = session.scalar(sa.select(sa.func.min(o.created_at)).where(o.status != "sent"))
+    counts["oldest_unsent_at"] = _iso(oldest) if isinstance(oldest, datetime) else oldest
+    counts["possible_duplicates"] = int(
+        session.scalar(sa.select(sa.func.count()).where(o.possible_duplicate)) or 0
+    )
+    return counts
+
+
+def outbox_rows(
+    session: Session, statuses: tuple[str, ...] = (), limit: int = 50
+) -> list[dict[str, Any]]:
+    """The newest outbox rows (optionally only some statuses), bodies left out."""
+    o = models.OutboxEmail
+    stmt = sa.select(o).order_by(o.id.desc()).limit(limit)
+    if statuses:
+        stmt = stmt.where(o.status.in_(statuses))
+    return [
+        {
+            "id": r.id,
+            "status": r.status,
+            "recipient": r.recipient,
+            "subject": r.subject,
+            "attempts": r.attempts,
+            "created_at": _iso(r.created_at),
+            "next_attempt_at": _iso(r.next_attempt_at),
+            "sent_at": _iso(r.sent_at),
+            "last_error": r.last_error,
+            "possible_duplicate": r.possible_duplicate,
+            "message_id": r.message_id_header,
+            "key": r.idempotency_key,
+        }
+        for r in session.scalars(stmt)
+    ]

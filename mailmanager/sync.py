@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config as config_mod
-from mailmanager import ingest, models, parsing, registry, spi, store
+from mailmanager import ingest, models, parsing, registry, spi, store, tokens
 from mailmanager.errors import MailmanagerError
 from mailmanager.models import Folder, Mailbox
 
@@ -57,7 +57,10 @@ def default_hooks() -> list[BatchHook]:
     A hook gets the session, the config and the batch's result (new message ids, touched
     thread ids) and must be idempotent: a batch may be replayed after a crash.
     """
-    return []
+    from mailmanager import linking, reminders
+
+    # Matching first, reminders last: they read the links the matcher writes.
+    return [linking.batch_hook, reminders.sync_hook]
 
 
 class LeaseHeldError(MailmanagerError):
@@ -228,7 +231,7 @@ class Syncer:
             run_id = run.id
         ctx = _context(self.cfg, mb, mailbox_id)
         cls = registry.load(mb.connector, key=f"mailboxes.{mb.name}.connector")
-        connector = cls(mb.connector_config(self.cfg.base_dir))
+        connector = cls(tokens.connector_config(self.cfg, mb, self.factory))
         parser = _Parser(self.cfg.sync.parse_workers)
         try:
             for remote in self._folders(connector, mailbox_id):

@@ -11,7 +11,7 @@ import importlib
 
 import click
 
-MODULES = ("crm", "matching", "reminders")
+MODULES = ("crm", "matching", "reminders", "notify", "auth")
 
 
 def register_all(main: click.Group) -> None:

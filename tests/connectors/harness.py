@@ -267,6 +267,9 @@ class MboxHarness(_DiskHarness):
         self._rewrite(folder_id)
 
 
+from exchange_harness import ExchangeHarness  # noqa: E402  (EWS against a loopback fake)
+from gmail_harness import GmailHarness  # noqa: E402  (Gmail against a loopback API fake)
+from graph_harness import GraphHarness  # noqa: E402  (Microsoft Graph against a loopback fake)
 from imap_harness import ImapHarness  # noqa: E402  (IMAP against a private Dovecot)
 
 FACTORIES: dict[str, Callable[[Path], Harness]] = {
@@ -275,4 +278,7 @@ FACTORIES: dict[str, Callable[[Path], Harness]] = {
     "maildir-plain": PlainHarness,
     "maildir-mbox": MboxHarness,
     "imap": ImapHarness,
+    "gmail": GmailHarness,
+    "graph": GraphHarness,
+    "exchange": ExchangeHarness,
 }
