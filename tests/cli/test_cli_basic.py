@@ -130,7 +130,7 @@ def test_daemon_syncs_then_stops_cleanly_on_sigterm(
                 synced = json.loads(status.stdout)["totals"]["messages"] == 40
         assert synced, "the daemon did not sync the sample mailbox within 60 s"
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
