@@ -287,6 +287,22 @@ def run_cmd(state: State, once: bool) -> None:
     """
     if once:
         reports = _run_pass(state, None, as_json=False)
+        with database(state) as factory:
+            follow = daemon.follow_up_once(state.config(), factory, threading.Event())
+            with store.session_scope(factory) as s:
+                counts = queries.reminder_counts(s)
+        changes = ", ".join(f"{k} {v}" for k, v in sorted(follow.reminder_changes.items()))
+        click.echo(
+            f"reminders: {follow.evaluated_threads} threads evaluated"
+            + (f" ({changes})" if changes else "")
+            + "; by status: "
+            + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none")
+        )
+        click.echo(
+            f"digests queued {follow.digests}, immediate {follow.immediate}, "
+            f"emails sent {follow.sent}"
+            + (f" (outbox: {follow.outbox_error})" if follow.outbox_error else "")
+        )
         if any(r.status == "error" for r in reports):
             sys.exit(EXIT_FAILED)
         return

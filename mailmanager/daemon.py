@@ -20,6 +20,7 @@ import random
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
@@ -52,6 +53,37 @@ def run_once(
         except sync.LeaseHeldError as exc:
             reports.append(sync.SyncReport(mailbox=mb.name, status="skipped", error=str(exc)))
     return reports
+
+
+@dataclass
+class PassReport:
+    """What `run --once` did after syncing: reminder evaluation, digests, outbox."""
+
+    evaluated_threads: int = 0
+    reminder_changes: dict[str, int] = field(default_factory=dict)
+    digests: int = 0
+    immediate: int = 0
+    sent: int = 0
+    outbox_error: str | None = None
+
+
+def follow_up_once(
+    cfg: config_mod.Config, factory: sessionmaker[Session], stop: threading.Event
+) -> PassReport:
+    """The jobs after a sync, once each: evaluate reminders, queue the digests whose slot is
+    open, flush the outbox. Errors propagate (the caller is the job boundary)."""
+    report = PassReport()
+    if cfg.reminders.enabled:
+        with store.session_scope(factory) as s:
+            evaluation = reminders.evaluate(s, cfg, models.utcnow())
+        report.evaluated_threads = evaluation.threads
+        report.reminder_changes = dict(evaluation.counts)
+    if cfg.notifications.enabled:
+        queued = notify.run(cfg, factory, models.utcnow())
+        report.digests, report.immediate = len(queued.digests), len(queued.immediate)
+        flushed = outbox.flush(cfg, factory, stop=stop)
+        report.sent, report.outbox_error = len(flushed.sent), flushed.error
+    return report
 
 
 def _sync_job(syncer: sync.Syncer, name: str) -> None:

@@ -64,6 +64,7 @@ def test_run_once_then_threads_messages_and_status(db_url: str, write_config: Co
     cfg = sample_config(write_config, db_url)
     out = cli("run", "--once", config=cfg).stdout
     assert "alice-archive: ok" in out and "quarantined" in out
+    assert "reminders:" in out and "threads evaluated" in out  # the follow-up jobs ran too
     status = cli_json("status", config=cfg)
     assert status["totals"]["messages"] == 40
     assert status["totals"]["auto_replies"] == 2 and status["totals"]["bounces"] == 1
