@@ -102,6 +102,9 @@ class _Spot:
     kind: str
 
 
+BATCH_BYTES = 8 * 1024 * 1024  # raw bytes per answer, at least one message
+
+
 @dataclass(frozen=True)
 class _Entry:
     """One message file, as listed (not read), with the hashes its cursor sums need."""
@@ -353,8 +356,9 @@ class MaildirConnector:
         else:
             entries, start, mark, sums, changes = self._resume(spot, ino, cursor)
         messages: list[spi.RawMessage] = []
-        position, relist = start, False
-        while position < len(entries) and len(messages) < limit:
+        position, relist, size = start, False, 0
+        # Bounded memory whatever the messages: a batch also stops at a byte budget.
+        while position < len(entries) and len(messages) < limit and size < BATCH_BYTES:
             entry = entries[position]
             try:
                 with open(entry.path, "rb") as fh:
@@ -376,6 +380,7 @@ class MaildirConnector:
             else:
                 date = datetime.fromtimestamp(entry.mtime_ns / 1e9, UTC)
                 messages.append(spi.RawMessage(entry.pid, raw, entry.flags, internal_date=date))
+                size += len(raw)
             sums.add(entry)
             position += 1
         if position > start:

@@ -53,6 +53,9 @@ def _nodes(scope: str, m: NewMessage) -> tuple[str, ...]:
     return tuple(nodes)
 
 
+MAX_CANDIDATES = 5  # stored threads sharing one subject inside a batch's time window
+
+
 def _fallback_eligible(p: parsing.ParsedMessage) -> bool:
     # On list mail everyone shares the list address, so shared participants prove nothing;
     # bounces and auto-replies have better ways home (the bounced id, In-Reply-To) or none.
@@ -86,6 +89,7 @@ class _Candidates:
         self.stored: dict[str, list[tuple[int, Any, int, str]]] = {}
         self.new: dict[str, list[threads.FallbackCandidate]] = {}
         self.cache: dict[int, threads.FallbackCandidate] = {}
+        self.ambiguous: set[str] = set()
         dates = [p.date for p in eligible if p.date is not None]
         if not dates:
             return
@@ -106,6 +110,11 @@ class _Candidates:
             )
             for tid, subj, last_at, count, subject in rows:
                 self.stored.setdefault(subj, []).append((tid, last_at, count, subject))
+        # A subject shared by many recent threads ("Invoice", "Devis") cannot single one
+        # out: no fallback for it, and no cost growing with the mailbox.
+        self.ambiguous = {
+            subj for subj, found in self.stored.items() if len(found) > MAX_CANDIDATES
+        }
 
     def _load(self, tid: int, last_at: Any, count: int, subject: str) -> threads.FallbackCandidate:
         if tid in self.cache:
@@ -137,6 +146,8 @@ class _Candidates:
     def pick(self, p: parsing.ParsedMessage) -> int | None:
         assert p.date is not None
         subj = clean(p.subject_normalized, 500)
+        if subj in self.ambiguous:
+            return None
         found = [
             self._load(*row)
             for row in self.stored.get(subj, ())
