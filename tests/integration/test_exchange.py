@@ -7,13 +7,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import pytest
 
 from connectors import exchange_ews, exchange_soap
 from connectors.exchange import ExchangeConnector
 from mailmanager import spi
+from tests.drain import drain
 from tests.fakes.ews_server import EwsServer, FakeMailbox
 from tests.mailgen import make
 
@@ -55,37 +55,6 @@ def connect(ews: EwsServer) -> Iterator[Connect]:
     yield build
     for conn in made:
         conn.close()
-
-
-@dataclass
-class Drained:
-    batches: list[spi.ChangeBatch] = field(default_factory=list)
-    cursor: str | None = None
-
-    @property
-    def messages(self) -> list[spi.RawMessage]:
-        return [m for b in self.batches for m in b.messages]
-
-    @property
-    def removed(self) -> list[str]:
-        return [r for b in self.batches for r in b.removed]
-
-    @property
-    def flag_changes(self) -> dict[str, frozenset[str]]:
-        return {c.provider_id: c.flags for b in self.batches for c in b.flag_changes}
-
-
-def drain(
-    conn: ExchangeConnector, folder: spi.RemoteFolder, cursor: str | None, limit: int = 100
-) -> Drained:
-    out = Drained(cursor=cursor)
-    for _ in range(1000):
-        batch = conn.fetch_changes(folder, out.cursor, limit)
-        out.batches.append(batch)
-        out.cursor = batch.cursor
-        if not batch.more:
-            return out
-    raise AssertionError("fetch_changes never finished")
 
 
 def inbox_of(conn: ExchangeConnector) -> spi.RemoteFolder:

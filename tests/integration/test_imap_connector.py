@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from connectors import imap_adapter
 from connectors.imap import ImapConnector
 from mailmanager import spi
 from tests.dovecot import DovecotServer, free_port
+from tests.drain import drain
 from tests.integration.conftest import ImapAccount
 from tests.mailgen import make
 
@@ -23,37 +23,6 @@ CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 def msg(n: int, size: int = 0) -> bytes:
     body = f"Message {n}.\n" + ("x" * 70 + "\n") * (size // 71)
     return make("client@acme.fr", "alice@example.com", f"Subject {n}", body, msgid=f"m{n}@t")
-
-
-@dataclass
-class Drained:
-    batches: list[spi.ChangeBatch] = field(default_factory=list)
-    cursor: str | None = None
-
-    @property
-    def messages(self) -> list[spi.RawMessage]:
-        return [m for b in self.batches for m in b.messages]
-
-    @property
-    def removed(self) -> list[str]:
-        return [r for b in self.batches for r in b.removed]
-
-    @property
-    def flag_changes(self) -> dict[str, frozenset[str]]:
-        return {c.provider_id: c.flags for b in self.batches for c in b.flag_changes}
-
-
-def drain(
-    conn: ImapConnector, folder: spi.RemoteFolder, cursor: str | None, limit: int = 100
-) -> Drained:
-    out = Drained(cursor=cursor)
-    for _ in range(1000):
-        batch = conn.fetch_changes(folder, out.cursor, limit)
-        out.batches.append(batch)
-        out.cursor = batch.cursor
-        if not batch.more:
-            return out
-    raise AssertionError("fetch_changes never finished")
 
 
 # ---------------------------------------------------------------------------- basics
