@@ -36,6 +36,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import full_fetch  # noqa: E402
+
 EMAIL = "alice@example.com"
 FOLDERS = {"INBOX": "inbox", "Sent": "sentitems", "Archive": "Archive"}
 _ID = re.compile(rb'<t:ItemId Id="([^"]+)"')
@@ -152,19 +154,7 @@ def _connector(url: str, connections: int) -> Any:
 def phase_connector(url: str, connections: int) -> None:
     """Child: the connector alone, full fetch of every folder."""
     conn = _connector(url, connections)
-    count = size = 0
-    started = time.perf_counter()
-    for folder in conn.list_folders():
-        cursor = None
-        while True:
-            batch = conn.fetch_changes(folder, cursor, 200)
-            count += len(batch.messages)
-            size += sum(len(m.raw) for m in batch.messages)
-            cursor = batch.cursor
-            if not batch.more:
-                break
-    conn.close()
-    print(json.dumps({"messages": count, "bytes": size, "seconds": time.perf_counter() - started}))
+    print(json.dumps(full_fetch(conn)))
 
 
 def phase_sync(config: str) -> None:

@@ -39,6 +39,8 @@ from urllib.parse import urlencode, urlsplit
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import full_fetch  # noqa: E402
+
 _VOCABULARY = (
     "proposition devis commande livraison contrat remise tarif client projet réunion planning "
     "budget facture relance offre équipe support suivi délai validation the quote order "
@@ -190,19 +192,7 @@ def phase_connector(creds: dict[str, Any]) -> None:
     from mailmanager import spi
 
     conn = GmailConnector(spi.ConnectorConfig("bench", _values(creds)))
-    started, cpu, count, size = time.perf_counter(), time.process_time(), 0, 0
-    for folder in conn.list_folders():
-        cursor: str | None = None
-        while True:
-            batch = conn.fetch_changes(folder, cursor, 200)
-            count += len(batch.messages)
-            size += sum(len(m.raw) for m in batch.messages)
-            cursor = batch.cursor
-            if not batch.more:
-                break
-    conn.close()
-    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    print(json.dumps({"messages": count, "bytes": size, "seconds": seconds, "loop_cpu": cpu}))
+    print(json.dumps(full_fetch(conn)))
 
 
 def phase_sync(creds: dict[str, Any], workdir: str) -> None:

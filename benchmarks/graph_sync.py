@@ -42,6 +42,8 @@ from urllib.parse import urlsplit
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import full_fetch  # noqa: E402
+
 FOLDERS = {"INBOX": "inbox", "Sent": "sentitems", "Archive": "archive"}
 USER = "bench"
 
@@ -137,21 +139,7 @@ def phase_connector(config: str) -> None:
     cfg = config_mod.load(config)
     box = cfg.mailbox(USER)
     conn = registry.load(box.connector)(box.connector_config(cfg.base_dir))
-    count = size = 0
-    started, cpu = time.perf_counter(), time.process_time()
-    for folder in conn.list_folders():
-        cursor = None
-        while True:
-            batch = conn.fetch_changes(folder, cursor, 200)
-            count += len(batch.messages)
-            size += sum(len(m.raw) for m in batch.messages)
-            cursor = batch.cursor
-            if not batch.more:
-                break
-    conn.close()
-    cpu_us = (time.process_time() - cpu) / max(count, 1) * 1e6
-    seconds = time.perf_counter() - started
-    print(json.dumps({"messages": count, "bytes": size, "seconds": seconds, "cpu_us": cpu_us}))
+    print(json.dumps(full_fetch(conn)))
 
 
 def phase_sync(config: str) -> None:

@@ -37,6 +37,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import full_fetch  # noqa: E402
+
 USER = "alice"
 FOLDERS = ("INBOX", "Sent", "Archive")
 _VOCABULARY = """proposition devis commande livraison contrat remise tarif client projet réunion
@@ -122,19 +124,7 @@ def phase_connector(config: str) -> None:
     box = cfg.mailbox(USER)
     cls = registry.load(box.connector)
     conn = cls(box.connector_config(cfg.base_dir))
-    count = size = 0
-    started = time.perf_counter()
-    for folder in conn.list_folders():
-        cursor = None
-        while True:
-            batch = conn.fetch_changes(folder, cursor, 200)
-            count += len(batch.messages)
-            size += sum(len(m.raw) for m in batch.messages)
-            cursor = batch.cursor
-            if not batch.more:
-                break
-    conn.close()
-    print(json.dumps({"messages": count, "bytes": size, "seconds": time.perf_counter() - started}))
+    print(json.dumps(full_fetch(conn)))
 
 
 def phase_nochange(config: str) -> None:
