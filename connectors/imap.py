@@ -214,6 +214,9 @@ class ImapConnector:
         self._session: ad.ImapSession | None = None
         self._idle_session: ad.ImapSession | None = None
         self._boxes: list[ad.Mailbox] | None = None
+        # The UIDs a full scan still has to fetch, from its one UID SEARCH: (mailbox,
+        # UIDVALIDITY, last UID fetched) -> the rest, so a scan searches once, not per batch.
+        self._queue: tuple[str, int, int, list[int]] | None = None
         with _SLOTS_LOCK:
             slot_key = (host.lower(), self.settings.port, self.settings.username)
             self._slot = _SLOTS.setdefault(slot_key, threading.BoundedSemaphore(MAX_CONNECTIONS))
@@ -281,6 +284,7 @@ class ImapConnector:
         self._drop(self._idle_session)
         self._session = self._idle_session = None
         self._boxes = None
+        self._queue = None
 
     # ---------------------------------------------------------------------- folders
     def _mailboxes(self, session: ad.ImapSession, refresh: bool = False) -> list[ad.Mailbox]:
@@ -386,11 +390,18 @@ class ImapConnector:
                 f"{name}: UIDVALIDITY {cur.uidvalidity} -> {st.uidvalidity} (or sync mode changed)"
             )
         last = cur.last_uid if cur else 0
-        new = s.search_uids(last + 1)
+        queued = self._queue
+        from_queue = queued is not None and queued[:3] == (name, st.uidvalidity, last)
+        # This scan's earlier search, not yet fetched; else search now.
+        new = queued[3] if queued is not None and from_queue else s.search_uids(last + 1)
         picked = self._pick(s, new, limit)
         fetched = s.fetch_messages(picked) if picked else []
         new_last = picked[-1] if picked else last
-        more = len(new) > len(picked)
+        rest = new[len(picked) :]
+        self._queue = (name, st.uidvalidity, new_last, rest) if rest else None
+        more = bool(rest)
+        if from_queue and not more:  # mail may have come after that search: look again
+            more = bool(s.search_uids(new_last + 1))
         removed: list[int] = []
         changes: dict[int, tuple[frozenset[str], str | None]] = {}
         if cur is not None and last and cur.modseq is not None and st.highestmodseq != cur.modseq:
@@ -399,7 +410,7 @@ class ImapConnector:
         known: set[int] = set(ad.parse_uid_set(cur.known or "")) if cur else set()
         known |= {m.uid for m in fetched}
         hashes = {int(k): int(h, 16) for k, h in cur.hashes.items()} if cur else {}
-        for m in fetched:
+        for m in fetched if mode == "p" else ():  # the block hashes serve mode "p" only
             hashes[m.uid >> _BLOCK_BITS] = hashes.get(m.uid >> _BLOCK_BITS, 0) ^ _entry_hash(
                 m.uid, m.flags
             )

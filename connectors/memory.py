@@ -154,6 +154,7 @@ class MemoryConnector:
     """Reads a `MemoryAccount` named by the `store` option. See `spi.Connector`."""
 
     name: ClassVar[str] = "memory"
+    forkable: ClassVar[bool] = False  # the accounts live in this process (see spi.Connector)
     options: ClassVar[tuple[spi.Option, ...]] = (
         spi.Option("store", default="default", help="name of the in-memory account to read"),
     )

@@ -131,12 +131,41 @@ def _split_top_level(value: str) -> list[str] | None:
     return pieces
 
 
+# The common shapes, read without the general parser: `addr`, `Name <addr>`, `"Name" <addr>`
+# (no comments, escapes, groups, routes or spaces in the address). They give exactly what
+# getaddresses gives; anything else takes the general path.
+_ADDR = r"[^<>()\[\]\\,;:@\"\s]+@[^<>()\[\]\\,;:@\"\s]+"
+_SIMPLE_RE = re.compile(
+    rf'\s*(?:"([^"\\]*)"|([^<>()\[\]\\,;:@"]*?))\s*<({_ADDR})>\s*|\s*({_ADDR})\s*'
+)
+
+
+def _simple_pairs(pieces: list[str]) -> list[tuple[str, str]] | None:
+    out = []
+    for piece in pieces:
+        found = _SIMPLE_RE.fullmatch(piece)
+        if found is None:
+            return None
+        quoted, phrase, angled, bare = found.groups()
+        if bare is not None:
+            out.append(("", bare))
+        elif quoted is not None:
+            out.append((quoted, angled))
+        else:
+            out.append((" ".join(phrase.split()), angled))
+    return out
+
+
 def _pairs(value: str, defects: list[str]) -> list[tuple[str, str]]:
+    pieces = _split_top_level(value)
+    if pieces is not None:
+        simple = _simple_pairs(pieces)
+        if simple is not None:
+            return simple
     try:
         pairs = getaddresses([value])
     except RecursionError:  # _parseaddr recurses once per ":" group; hostile input
         pairs = []
-    pieces = _split_top_level(value)
     if pieces is not None and len(pairs) == len(pieces):
         return pairs
     # The fast parser and the separators disagree: read each piece alone and keep only

@@ -91,7 +91,7 @@ def _check_or_create(engine: Engine, state: State, create: bool) -> None:
         import sqlalchemy as sa
 
         if not sa.inspect(engine).get_table_names():
-            store.upgrade(engine)
+            store.create_schema(engine)
             return
     store.check_schema(engine, state.config_hint())
 

@@ -282,7 +282,7 @@ class MailboxConfig:
 class SyncConfig:
     """`[sync]`: how mailboxes are read."""
 
-    batch_size: int = field(default=200, metadata=spec(schema.at_least(1)))
+    batch_size: int = field(default=400, metadata=spec(schema.at_least(1)))
     interval: int = field(default=300, metadata=spec(schema.at_least(10)))
     parse_workers: int = field(default=1, metadata=spec(schema.at_least(0)))
     max_message_size: int = field(default=52428800, metadata=spec(schema.at_least(1024)))
@@ -582,16 +582,23 @@ def _check_holidays(users: tuple[UserConfig, ...], p: Problems) -> None:
         import holidays
     except ImportError:  # reminders will say so; the calendar is not needed to load config
         return
-    supported = holidays.list_supported_countries()
+    from holidays.registry import EntityLoader
+
+    # As holidays.list_supported_countries() checks, without importing every country's
+    # module (a quarter of a second at each start) unless a subdivision must be checked.
+    countries = set(EntityLoader.get_country_codes(True))
     for u in users:
-        subdivisions = supported.get(u.holiday_country)
-        if subdivisions is None:
+        if u.holiday_country not in countries:
             p.add(
                 u.key + ".holiday_country",
                 f"unknown country {u.holiday_country!r}",
                 "use an ISO 3166-1 alpha-2 code such as 'FR', 'BE', 'DE'",
             )
-        elif u.holiday_subdivision and u.holiday_subdivision not in subdivisions:
+            continue
+        if not u.holiday_subdivision:
+            continue
+        subdivisions = list(getattr(holidays, u.holiday_country).subdivisions)
+        if u.holiday_subdivision not in subdivisions:
             p.add(
                 u.key + ".holiday_subdivision",
                 f"unknown subdivision {u.holiday_subdivision!r} of {u.holiday_country}",

@@ -11,6 +11,10 @@ forbid sharing a job store between schedulers); all coordination between process
 through the database (mailbox leases, unique keys). Jobs use `max_instances=1`,
 `coalesce=True` and an explicit misfire grace, and SIGTERM/SIGINT let the running batch
 finish and commit before the process exits.
+
+Push: a mailbox whose connector can wait for changes (IMAP with `idle = true`) also gets a
+watcher thread (`watch`) that runs its sync job at once when the provider reports a change;
+the timer keeps running as a safety net.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config as config_mod
-from mailmanager import models, notify, outbox, reminders, store, sync
+from mailmanager import models, reminders, store, sync, watch
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,8 @@ def follow_up_once(
 ) -> PassReport:
     """The jobs after a sync, once each: evaluate reminders, queue the digests whose slot is
     open, flush the outbox. Errors propagate (the caller is the job boundary)."""
+    from mailmanager import notify, outbox  # mail templates and SMTP: only when sending
+
     report = PassReport()
     if cfg.reminders.enabled:
         with store.session_scope(factory) as s:
@@ -108,6 +114,8 @@ def notify_job(
     cfg: config_mod.Config, factory: sessionmaker[Session], stop: threading.Event
 ) -> None:
     """Queue the digests whose slot is open (and immediate mails), then send them."""
+    from mailmanager import notify, outbox
+
     try:
         report = notify.run(cfg, factory, models.utcnow())
         if report.digests or report.immediate:
@@ -120,6 +128,8 @@ def flush_job(
     cfg: config_mod.Config, factory: sessionmaker[Session], stop: threading.Event
 ) -> None:
     """Send what the outbox holds that is due (retries included)."""
+    from mailmanager import outbox
+
     try:
         outbox.flush(cfg, factory, stop=stop)
     except Exception:  # the job boundary
@@ -153,6 +163,40 @@ def _add_notification_jobs(
             next_run_time=now + timedelta(seconds=2 + 2 * i),  # after the syncs start
             replace_existing=True,
         )
+
+
+class _SyncNow:
+    """`wake(name)`: run mailbox `name`'s sync job now. The job has max_instances=1, so a wake
+    while that sync runs is dropped by the scheduler; it is kept here and honoured when the
+    running sync ends (the change may have come after it read INBOX)."""
+
+    def __init__(self, scheduler: Any) -> None:
+        from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES
+
+        self.scheduler, self.busy_code = scheduler, EVENT_JOB_MAX_INSTANCES
+        self._lock, self._pending = threading.Lock(), set[str]()
+        mask = EVENT_JOB_MAX_INSTANCES | EVENT_JOB_EXECUTED | EVENT_JOB_ERROR
+        scheduler.add_listener(self._on_event, mask)
+
+    def __call__(self, name: str) -> None:
+        log.info("sync now", extra={"action": "sync_wake", "mailbox": name})
+        self._run_now(f"sync:{name}")
+
+    def _run_now(self, job_id: str) -> None:
+        self.scheduler.modify_job(job_id, next_run_time=datetime.now(UTC))
+
+    def _on_event(self, event: Any) -> None:
+        job_id = str(event.job_id)
+        if not job_id.startswith("sync:"):
+            return
+        with self._lock:
+            if event.code == self.busy_code:
+                self._pending.add(job_id)
+                return
+            if job_id not in self._pending:
+                return
+            self._pending.discard(job_id)
+        self._run_now(job_id)
 
 
 def run_forever(
@@ -196,12 +240,23 @@ def run_forever(
         signal.signal(signal.SIGTERM, _handle)
         signal.signal(signal.SIGINT, _handle)
     scheduler.start()
-    log.info("daemon started", extra={"action": "daemon_start", "jobs": len(scheduler.get_jobs())})
-    if on_ready is not None:
-        on_ready()
+    watchers: list[watch.Watcher] = []
     try:
+        watchers = watch.start_watchers(cfg, factory, stop, _SyncNow(scheduler))
+        log.info(
+            "daemon started",
+            extra={
+                "action": "daemon_start",
+                "jobs": len(scheduler.get_jobs()),
+                "watchers": len(watchers),
+            },
+        )
+        if on_ready is not None:
+            on_ready()
         while not stop.wait(1.0):
             pass
     finally:
+        stop.set()  # an exception above must stop the watchers too
+        watch.join_watchers(watchers)
         scheduler.shutdown(wait=True)
         log.info("daemon stopped", extra={"action": "daemon_stop"})

@@ -229,9 +229,8 @@ def store_batch(
     key_to_id: dict[str, int] = {}
     if new_rows:
         t = store.table(Message)
-        returned = session.execute(
-            sa.insert(t).returning(t.c.id, t.c.key, sort_by_parameter_order=True), new_rows
-        )
+        # Keys are unique, so RETURNING needs no order: batched, not a statement per row.
+        returned = session.execute(sa.insert(t).returning(t.c.id, t.c.key), new_rows)
         key_to_id = {key: mid for mid, key in returned}
     result.new_messages = len(new_rows)
     result.message_ids = list(key_to_id.values())
@@ -323,13 +322,16 @@ def store_batch(
         result.flag_changes += 1
 
     fresh = [
-        threadstore.NewMessage(key_to_id[key], parsed[index][1], parsed[index][0].thread_hint)
-        for key, index in first_index.items()
+        threadstore.NewMessage(
+            key_to_id[key], parsed[index][1], parsed[index][0].thread_hint, row["direction"]
+        )
+        for (key, index), row in zip(first_index.items(), new_rows, strict=True)
     ]
+    created: dict[int, list[threadstore.NewMessage]] = {}
     result.threads = threadstore.attach(
-        session, str(ctx.mailbox_id), fresh, ctx.subject_fallback, ctx.subject_window
+        session, str(ctx.mailbox_id), fresh, ctx.subject_fallback, ctx.subject_window, created
     )
-    threadstore.refresh_summaries(session, result.threads)
+    threadstore.refresh_summaries(session, result.threads, created)
     return result
 
 

@@ -7,7 +7,8 @@ Every function works on a whole chunk with a handful of set queries (`IN` lists 
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -53,6 +54,20 @@ def raw_rows(s: Session, sql: str, values: Sequence[Any]) -> Sequence[Any]:
     return conn.exec_driver_sql(sql.format(f"IN ({marks})"), tuple(values)).all()
 
 
+def _sqlite_utc(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _driver_utc(s: Session) -> Callable[[Any], datetime | None]:
+    """How a `models.UTCDateTime` value read by `raw_rows` becomes an aware datetime: SQLite
+    returns SQLAlchemy's text form, PostgreSQL a naive UTC datetime."""
+    return _sqlite_utc if s.get_bind().dialect.name == "sqlite" else _naive_utc
+
+
 @functools.lru_cache(maxsize=262144)
 def key_of(email: str, strip_plus: bool = True) -> str | None:
     """`normalize.match_key`, memoised: a run sees the same addresses again and again."""
@@ -77,25 +92,14 @@ def load_threads(
     m = Message
     in_chunk = among(s, m.thread_id, thread_ids)
     msgs: dict[int, list[Any]] = {}
-    for row in (
-        s.connection()
-        .execute(
-            sa.select(
-                m.id,
-                m.thread_id,
-                m.message_id,
-                m.sent_at,
-                m.direction,
-                m.subject,
-                m.is_auto_reply,
-                m.is_out_of_office,
-                m.is_bulk,
-                m.is_bounce,
-            ).where(in_chunk)
-        )
-        .all()
+    when = _driver_utc(s)
+    for row in raw_rows(
+        s,
+        "SELECT id, thread_id, message_id, sent_at, direction, subject, is_auto_reply, "
+        "is_out_of_office, is_bulk, is_bounce FROM messages WHERE thread_id {}",
+        thread_ids,
     ):
-        msgs[row[0]] = [*row, []]
+        msgs[row[0]] = [*row[:3], when(row[3]), *row[4:], []]
     # The biggest read of a run: straight from the driver, without per-row processing.
     for mid, role, email, name in raw_rows(
         s,

@@ -563,3 +563,19 @@ class Suggestion(Base):
     last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PendingThread(Base):
+    """A thread a full scan stored mail into, waiting for the per-batch stages (matching,
+    reminders), which a full scan runs once at its end rather than after every batch.
+
+    Written in the batch's transaction and deleted in the stages' own, so a crash between
+    the two loses nothing: the next sync of the mailbox runs the stages first.
+    See `sync.Syncer`.
+    """
+
+    __tablename__ = "pending_threads"
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True
+    )
+    thread_id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -316,24 +316,51 @@ def _addresses(headers: Headers, name: str, defects: list[str]) -> tuple[Address
 # --- Snippets -------------------------------------------------------------------------------
 
 SNIPPET_CHARS = 200
+# Every repeat is bounded, so a match is never longer than _ATTRIBUTION_SPAN characters.
 _ATTRIBUTION_RE = re.compile(
-    r"^[ \t]*(?:On|Le|Am|El|Il|Op|Den|W dniu)\b[^\n]{0,240}?(?:\n[^\n]{0,240}?)?"
-    r"(?:wrote|a écrit|schrieb|escribió|ha scritto|schreef|skrev|napisał)\s*:[ \t]*$"
-    r"|^[ \t]*-{2,}\s*(?:Original Message|Message d'origine|Ursprüngliche Nachricht|"
-    r"Mensaje original|Messaggio originale|Forwarded message|Message transféré)\s*-{2,}"
-    r"|^[ \t]*_{20,}[ \t]*$",
+    r"^[ \t]{0,40}(?:On|Le|Am|El|Il|Op|Den|W dniu)\b[^\n]{0,240}?(?:\n[^\n]{0,240}?)?"
+    r"(?:wrote|a écrit|schrieb|escribió|ha scritto|schreef|skrev|napisał)\s{0,40}:[ \t]{0,40}$"
+    r"|^[ \t]{0,40}-{2,100}\s{0,40}(?:Original Message|Message d'origine|"
+    r"Ursprüngliche Nachricht|Mensaje original|Messaggio originale|Forwarded message|"
+    r"Message transféré)\s{0,40}-{2}"
+    r"|^[ \t]{0,40}_{20,200}[ \t]{0,40}$",
     re.MULTILINE | re.IGNORECASE,
 )
+_ATTRIBUTION_SPAN = 700
+_SNIPPET_WINDOW = 1700  # characters looked at first; the rest only when they are needed
 
 
 def make_snippet(text: str) -> str:
     """The first ~200 characters of the new text: quoted lines and quoted history skipped."""
+    if len(text) > _SNIPPET_WINDOW:
+        # Long bodies: work on a prefix. A match that starts before `safe` lies wholly in
+        # the window, so the window's first such match is the text's first; and when the
+        # complete lines before it already give more than a snippet, the rest cannot
+        # change it. Otherwise (a long quote on top, say) fall through to the whole text.
+        safe = _SNIPPET_WINDOW - _ATTRIBUTION_SPAN
+        window = text[:_SNIPPET_WINDOW]
+        cut = _ATTRIBUTION_RE.search(window)
+        end = cut.start() if cut is not None and cut.start() < safe else safe
+        lines = window[:end].splitlines()
+        if end == safe:
+            lines = lines[:-1]  # maybe cut in the middle
+        folded = _fold(lines)
+        if len(folded) > SNIPPET_CHARS:
+            return _clip(folded)
     cut = _ATTRIBUTION_RE.search(text)
     head = text[: cut.start()] if cut is not None else text
-    lines = [line for line in head.splitlines() if not line.lstrip().startswith(">")]
-    folded = " ".join(" ".join(lines).split())
+    folded = _fold(head.splitlines())
     if not folded:
         folded = " ".join(text.split())
+    return _clip(folded)
+
+
+def _fold(lines: list[str]) -> str:
+    """The words of the lines that are not quoted (">"), joined by single spaces."""
+    return " ".join(" ".join(line for line in lines if not line.lstrip().startswith(">")).split())
+
+
+def _clip(folded: str) -> str:
     if len(folded) <= SNIPPET_CHARS:
         return folded
     clipped = folded[:SNIPPET_CHARS]

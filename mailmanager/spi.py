@@ -31,7 +31,7 @@ import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from mailmanager.errors import MailmanagerError
 
@@ -173,6 +173,10 @@ class Connector(Protocol):
     The class attribute `name` equals the connector's entry-point name. `options` declares
     the configuration keys the connector takes (see `Option`). The constructor takes one
     `ConnectorConfig`; it must not touch the network (connect lazily on first use).
+
+    The sync engine forks a fetch worker process that drives the instance the writer built
+    (see `mailmanager.fetching`). A connector whose state must stay in the writer's process
+    (an in-memory test account) sets the optional class attribute `forkable = False`.
     """
 
     name: ClassVar[str]
@@ -239,6 +243,9 @@ class TransientError(ConnectorError):
         super().__init__(message)
         self.retry_after = retry_after
 
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses from the fetch worker process intact
+        return (type(self), (str(self), self.retry_after))
+
 
 class CursorExpiredError(ConnectorError):
     """Raised by `fetch_changes` when the stored cursor is no longer valid at the provider.
@@ -262,3 +269,6 @@ class ConfigError(MailmanagerError):
         if fix:
             text += f" ({fix})"
         super().__init__(text)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses from the fetch worker process intact
+        return (type(self), (self.key, self.problem, self.fix))

@@ -98,7 +98,13 @@ def _alembic_config(engine: Engine) -> Any:
     return cfg
 
 
+# The newest migration's revision: checked at every start without loading Alembic (a test
+# keeps it equal to what Alembic finds in the migrations directory).
+HEAD = "0007"
+
+
 def head_revision() -> str:
+    """The newest revision, as Alembic reads it from the migrations directory."""
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory(str(MIGRATIONS_DIR))
@@ -108,13 +114,28 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
+    """The database's schema revision (Alembic's version table), None when it has none."""
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
     except sa.exc.OperationalError as exc:
         raise DatabaseError(f"cannot open the database: {exc.orig}") from exc
+    return str(rows[0][0]) if rows else None
+
+
+def create_schema(engine: Engine) -> None:
+    """Create the newest schema in an EMPTY database at once, stamped with `HEAD`, as
+    running every migration would (a test checks both give the same schema), in a tenth of
+    the time: what `mailmanager sync` does on its first run against a new database."""
+    with engine.begin() as conn:
+        models.Base.metadata.create_all(conn)
+        conn.exec_driver_sql(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+        conn.exec_driver_sql(f"INSERT INTO alembic_version (version_num) VALUES ('{HEAD}')")
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
@@ -129,7 +150,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
 def check_schema(engine: Engine, config_hint: str = "") -> None:
     """Raise SchemaError unless the database is at the newest schema revision."""
     current = current_revision(engine)
-    head = head_revision()
+    head = HEAD
     fix = f"run `mailmanager{config_hint} db upgrade`"
     if current is None:
         raise SchemaError("the database has no mailmanager schema yet", fix)

@@ -1,10 +1,8 @@
 """The sync engine: drives one connector into the store, batch by batch.
 
-For each folder the engine loops: fetch a batch from the connector (network or disk I/O,
-no database session open) → parse it in a worker process → write it with `ingest` and the
-folder's new cursor in ONE transaction. A fetcher thread runs ahead of the writer (by at
-most two batches), handing each batch to the parse worker as it arrives, so fetching,
-parsing and writing overlap and both cores work.
+For each folder the engine loops: fetch a batch from the connector and parse it (in a fetch
+worker process, see `fetching`) → write it with `ingest` and the folder's new cursor in ONE
+transaction, in this process. Fetching, parsing and writing overlap, so each gets a core.
 
 Crash safety follows from three rules: the cursor is committed only with the batch it
 covers; every write is an idempotent upsert; a full scan (first sync, or an expired cursor)
@@ -19,15 +17,12 @@ same mailbox at once.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
-import multiprocessing
 import os
-import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,13 +31,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config as config_mod
-from mailmanager import ingest, models, parsing, registry, spi, store, tokens
+from mailmanager import fetching, ingest, models, registry, spi, store, tokens
 from mailmanager.errors import MailmanagerError
 from mailmanager.models import Folder, Mailbox
 
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=10)
+PENDING_PART = 20000  # threads per transaction when a full scan's stages run
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 Progress = Callable[[str, int], None]  # (folder name, messages fetched so far in it)
@@ -96,32 +92,6 @@ class SyncReport:
         for name in ("fetched", "new_messages", "new_locations", "removed", "quarantined"):
             data[name] = self.total(name)
         return data
-
-
-def _parse_many(items: Sequence[tuple[bytes, datetime | None]]) -> list[Any]:
-    return [parsing.parse(raw, provider_date=date) for raw, date in items]
-
-
-class _Parser:
-    """Parses batches in a worker process (or inline when `workers` is 0)."""
-
-    def __init__(self, workers: int) -> None:
-        self.pool: cf.ProcessPoolExecutor | None = None
-        if workers > 0:
-            ctx = multiprocessing.get_context("fork")
-            self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-
-    def submit(self, batch: spi.ChangeBatch) -> cf.Future[list[Any]]:
-        items = [(m.raw, m.internal_date) for m in batch.messages]
-        if self.pool is None or not items:
-            fut: cf.Future[list[Any]] = cf.Future()
-            fut.set_result(_parse_many(items))
-            return fut
-        return self.pool.submit(_parse_many, items)
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
 
 
 def ensure_config_rows(session: Session, cfg: config_mod.Config) -> None:
@@ -232,22 +202,35 @@ class Syncer:
         ctx = _context(self.cfg, mb, mailbox_id)
         cls = registry.load(mb.connector, key=f"mailboxes.{mb.name}.connector")
         connector = cls(tokens.connector_config(self.cfg, mb, self.factory))
-        parser = _Parser(self.cfg.sync.parse_workers)
+        side = fetching.open_fetch_side(
+            connector,
+            self.cfg.sync.batch_size,
+            self.cfg.sync.parse_workers if getattr(cls, "forkable", True) else 0,
+            self.stop,
+            self.factory.kw.get("bind"),
+        )
         try:
-            for remote in self._folders(connector, mailbox_id):
+            self._run_pending(mailbox_id)  # left by a full scan that was cut short
+            for remote in self._folders(side.folders(), mailbox_id):
                 if self.stop.is_set():
                     break
-                report.folders.append(self._sync_folder(connector, parser, ctx, remote))
+                report.folders.append(self._sync_folder(side, ctx, remote))
         except spi.ConnectorError as exc:
             report.status, report.error = "error", f"{type(exc).__name__}: {exc}"
             log.warning(
                 "sync failed", extra={"action": "sync_error", "mailbox": mb.name, "error": str(exc)}
             )
         finally:
-            parser.close()
+            side.close()
             connector.close()
-        report.elapsed = time.perf_counter() - started
-        self._finish(mailbox_id, run_id, report, sync_start)
+        try:
+            self._run_pending(mailbox_id)
+        except BaseException as exc:
+            report.status, report.error = "error", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            report.elapsed = time.perf_counter() - started
+            self._finish(mailbox_id, run_id, report, sync_start)
         log.info(
             "sync done",
             extra={
@@ -259,8 +242,7 @@ class Syncer:
         )
         return report
 
-    def _folders(self, connector: spi.Connector, mailbox_id: int) -> list[spi.RemoteFolder]:
-        remote = list(connector.list_folders())
+    def _folders(self, remote: list[spi.RemoteFolder], mailbox_id: int) -> list[spi.RemoteFolder]:
         with store.session_scope(self.factory) as s:
             rows = {
                 f.remote_id: f
@@ -285,11 +267,7 @@ class Syncer:
         return remote
 
     def _sync_folder(
-        self,
-        connector: spi.Connector,
-        parser: _Parser,
-        ctx: ingest.MailboxContext,
-        remote: spi.RemoteFolder,
+        self, side: fetching.FetchSide, ctx: ingest.MailboxContext, remote: spi.RemoteFolder
     ) -> FolderReport:
         report = FolderReport(folder=remote.name, role=str(remote.role))
         with store.session_scope(self.factory) as s:
@@ -299,67 +277,16 @@ class Syncer:
                 )
             ).one()
             folder_id, cursor = folder.id, folder.cursor
-        limit = self.cfg.sync.batch_size
-
-        def fetch(cur: str | None) -> spi.ChangeBatch:
-            try:
-                return connector.fetch_changes(remote, cur, limit)
-            except spi.CursorExpiredError:
-                if cur is None:
-                    raise
-                log.info(
-                    "cursor expired, rescanning",
-                    extra={"action": "cursor_expired", "folder": remote.name},
-                )
-                report.rescanned = True
-                return connector.fetch_changes(remote, None, limit)
-
-        # Three stages overlap: a fetcher thread reads batches and hands each to the parse
-        # worker; this thread stores them in order. The queue bounds what is in memory.
-        pipe: queue.Queue[tuple[spi.ChangeBatch, cf.Future[list[Any]]] | BaseException | None]
-        pipe = queue.Queue(maxsize=2)
-        abort = threading.Event()
-
-        def put(item: tuple[spi.ChangeBatch, cf.Future[list[Any]]] | BaseException | None) -> bool:
-            while not abort.is_set():
-                try:
-                    pipe.put(item, timeout=0.2)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def produce() -> None:
-            cur = cursor
-            try:
-                while not abort.is_set():
-                    batch = fetch(cur)
-                    if not put((batch, parser.submit(batch))):
-                        return
-                    if not batch.more or self.stop.is_set():
-                        break
-                    cur = batch.cursor
-                put(None)
-            except BaseException as exc:  # handed to the storing thread, which raises it
-                put(exc)
-
-        fetcher = threading.Thread(target=produce, name=f"fetch:{remote.name}", daemon=True)
-        fetcher.start()
-        try:
-            while True:
-                item = pipe.get()
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                batch, future = item
-                self._store(folder_id, ctx, batch, future.result(), report)
-                report.fetched += len(batch.messages)
-                if self.progress is not None:
-                    self.progress(remote.name, report.fetched)
-        finally:
-            abort.set()
-            fetcher.join()
+        full_scan = cursor is None
+        for item in side.batches(remote, cursor):
+            report.rescanned = report.rescanned or item.rescanned
+            full_scan = full_scan or item.rescanned
+            self._store(folder_id, ctx, item.batch, item.results, report, full_scan)
+            report.fetched += len(item.batch.messages)
+            if self.progress is not None:
+                self.progress(remote.name, report.fetched)
+            if self.stop.is_set():
+                break
         return report
 
     def _store(
@@ -369,6 +296,7 @@ class Syncer:
         batch: spi.ChangeBatch,
         results: list[Any],
         report: FolderReport,
+        full_scan: bool = False,
     ) -> None:
         items = [
             ingest.Fetched(
@@ -399,8 +327,12 @@ class Syncer:
                     extra={"action": "batch_fallback", "error": str(exc.orig)[:200]},
                 )
                 result = ingest.store_items_apart(s, ctx, folder_id, items, batch.removed, changes)
-            for hook in self.hooks:
-                hook(s, self.cfg, result)
+            if full_scan:  # the stages run once, when the scan ends (`_run_pending`)
+                pending = [{"mailbox_id": ctx.mailbox_id, "thread_id": t} for t in result.threads]
+                store.insert_ignore(s, store.table(models.PendingThread), pending)
+            else:
+                for hook in self.hooks:
+                    hook(s, self.cfg, result)
             if not batch.more and folder.rescan_started_at is not None:
                 report.removed += _sweep(s, folder_id, folder.rescan_started_at)
                 folder.rescan_started_at = None
@@ -412,6 +344,35 @@ class Syncer:
         report.quarantined += result.quarantined
         report.removed += result.removed
         report.flag_changes += result.flag_changes
+
+    def _run_pending(self, mailbox_id: int) -> None:
+        """Run the per-batch stages over the threads a full scan stored mail into.
+
+        A full scan (first sync, expired cursor) queues its threads instead of matching them
+        after every batch: each thread is then matched once, however many batches and
+        folders it spans, against the whole CRM loaded once. Each part is unqueued in the
+        stages' transaction, so a crash only means the next sync runs them again.
+        """
+        if not self.hooks:
+            return
+        P = models.PendingThread
+        with store.session_scope(self.factory) as s:
+            queued = s.scalars(
+                sa.select(P.thread_id).where(P.mailbox_id == mailbox_id).order_by(P.thread_id)
+            ).all()
+        done = 0
+        for part in store.chunks(queued, PENDING_PART):
+            if self.stop.is_set():
+                return  # the rest waits for the next sync
+            with store.session_scope(self.factory) as s:
+                result = ingest.BatchResult(threads=set(part))
+                for hook in self.hooks:
+                    hook(s, self.cfg, result)
+                for ids in store.chunks(part):
+                    s.execute(sa.delete(P).where(P.mailbox_id == mailbox_id, P.thread_id.in_(ids)))
+            done += len(part)
+            if self.progress is not None:
+                self.progress("linking threads", done)
 
     def _finish(
         self, mailbox_id: int, run_id: int, report: SyncReport, sync_start: datetime

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,6 +38,12 @@ class NewMessage:
     id: int
     parsed: parsing.ParsedMessage
     thread_hint: str | None = None
+    direction: str = "inbound"  # as stored on the message (see ingest.direction)
+
+    def summary_input(self) -> threads.SummaryInput:
+        p = self.parsed
+        noise = p.is_auto_reply or p.is_bulk or p.is_bounce
+        return threads.SummaryInput(self.id, p.date, self.direction, noise, clean(p.subject))
 
 
 def _nodes(scope: str, m: NewMessage) -> tuple[str, ...]:
@@ -167,8 +173,13 @@ def attach(
     fresh: Sequence[NewMessage],
     subject_fallback: bool = True,
     window: timedelta = timedelta(days=14),
+    created: dict[int, list[NewMessage]] | None = None,
 ) -> set[int]:
-    """Put new messages into threads (creating and merging threads); returns touched ids."""
+    """Put new messages into threads (creating and merging threads); returns touched ids.
+
+    When `created` is given, the threads this call creates are put in it with their
+    messages (all of them: a new thread holds only messages of this call).
+    """
     if not fresh:
         return set()
     inputs = [threads.ThreadInput(str(m.id), _nodes(scope, m)) for m in fresh]
@@ -208,6 +219,9 @@ def attach(
                     "first_at": first.date,
                     "last_at": first.date,
                     "message_count": len(g.keys),
+                    # Unique per new thread, so it tells which RETURNING row is which
+                    # (unordered RETURNING stays batched); refresh_summaries sets it right.
+                    "last_message_id": by_key[g.keys[0]].id,
                     "updated_at": now,
                 }
             )
@@ -217,16 +231,17 @@ def attach(
     real: dict[int, int] = {}
     if new_rows:
         t = store.table(Thread)
-        ids = session.execute(
-            sa.insert(t).returning(t.c.id, sort_by_parameter_order=True), new_rows
-        ).scalars()
-        real = {-(i + 1): tid for i, tid in enumerate(ids)}
+        first_of = {row["last_message_id"]: -(i + 1) for i, row in enumerate(new_rows)}
+        returned = session.execute(sa.insert(t).returning(t.c.id, t.c.last_message_id), new_rows)
+        real = {first_of[first]: tid for tid, first in returned}
 
     touched: set[int] = set()
     node_rows: list[dict[str, Any]] = []
     message_rows: list[dict[str, Any]] = []
     for g, ref in zip(groups, refs, strict=True):
         tid = real.get(ref, ref)
+        if ref < 0 and created is not None:  # every message of a new thread is in `fresh`
+            created[tid] = [by_key[k] for k in g.keys]
         if len(g.existing) > 1:
             merge(session, tid, g.existing[1:])
         touched.add(tid)
@@ -258,9 +273,27 @@ def merge(session: Session, survivor: int, losers: Sequence[int]) -> None:
     session.execute(sa.delete(Thread).where(Thread.id.in_(losers)))
 
 
-def refresh_summaries(session: Session, thread_ids: Iterable[int]) -> None:
-    """Recompute the summary columns of the given threads from their messages."""
-    for chunk in store.chunks(sorted(thread_ids)):
+def refresh_summaries(
+    session: Session,
+    thread_ids: Iterable[int],
+    known: dict[int, list[NewMessage]] | None = None,
+) -> None:
+    """Recompute the summary columns of the given threads from their messages; those in
+    `known` (threads just created, with all their messages) without reading them back."""
+    known = known or {}
+    if known:
+        values = []
+        now = models.utcnow()
+        for new_tid, new_msgs in known.items():
+            sm = threads.summarize(m.summary_input() for m in new_msgs)
+            first = min(
+                new_msgs, key=lambda m: (m.parsed.date is None, m.parsed.date or _MIN, m.id)
+            )
+            norm_subject = clean(first.parsed.subject_normalized, 500)
+            values.append(_summary_row(new_tid, sm, norm_subject, now))
+        t = store.table(Thread)
+        session.execute(sa.update(t).where(t.c.id == sa.bindparam("tid")), values)
+    for chunk in store.chunks(sorted(set(thread_ids) - set(known))):
         per_thread: dict[int, list[threads.SummaryInput]] = {}
         norm: dict[int, tuple[Any, str]] = {}
         rows = session.execute(
@@ -287,22 +320,28 @@ def refresh_summaries(session: Session, thread_ids: Iterable[int]) -> None:
         values = []
         now = models.utcnow()
         for tid, msgs in per_thread.items():
-            s = threads.summarize(msgs)
-            values.append(
-                {
-                    "tid": tid,
-                    "subject": s.subject,
-                    "subject_normalized": norm[tid][1],
-                    "first_at": s.first_at,
-                    "last_at": s.last_at,
-                    "last_inbound_at": s.last_inbound_at,
-                    "last_outbound_at": s.last_outbound_at,
-                    "last_direction": s.last_direction,
-                    "last_message_id": s.last_message_id,
-                    "message_count": s.message_count,
-                    "updated_at": now,
-                }
-            )
+            values.append(_summary_row(tid, threads.summarize(msgs), norm[tid][1], now))
         if values:
             t = store.table(Thread)
             session.execute(sa.update(t).where(t.c.id == sa.bindparam("tid")), values)
+
+
+_MIN = datetime.min.replace(tzinfo=UTC)
+
+
+def _summary_row(
+    tid: int, s: threads.ThreadSummary, subject_normalized: str, now: datetime
+) -> dict[str, Any]:
+    return {
+        "tid": tid,
+        "subject": s.subject,
+        "subject_normalized": subject_normalized,
+        "first_at": s.first_at,
+        "last_at": s.last_at,
+        "last_inbound_at": s.last_inbound_at,
+        "last_outbound_at": s.last_outbound_at,
+        "last_direction": s.last_direction,
+        "last_message_id": s.last_message_id,
+        "message_count": s.message_count,
+        "updated_at": now,
+    }

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.memory import MemoryConnector
-from mailmanager import config, spi, sync
-from mailmanager.models import Message
+from mailmanager import config, spi, sync, threadstore
+from mailmanager.models import Message, Thread
 from tests.conftest import ConfigWriter
 from tests.corpus import corpus_messages
 
@@ -104,3 +104,11 @@ def test_threads_are_the_reference_components_in_any_order(
     # The subject fallback is on (the default): it must not have merged anything here.
     assert actual == expected
     assert sum(1 for g in expected if len(g) > 1) > 20
+    # Summaries written from memory (new threads) equal those read back from the messages.
+    columns = [c for c in Thread.__table__.c if c.name != "updated_at"]
+    with factory() as s:
+        before = sorted(s.execute(sa.select(*columns)).all())
+        threadstore.refresh_summaries(s, [row[0] for row in before])
+        s.flush()
+        assert sorted(s.execute(sa.select(*columns)).all()) == before
+        s.rollback()

@@ -24,6 +24,22 @@ def test_migrated_schema_matches_the_models(db_url: str) -> None:
     assert store.current_revision(store.make_engine(db_url)) == store.head_revision()
 
 
+def test_the_head_the_daemon_checks_is_alembics() -> None:
+    assert store.head_revision() == store.HEAD
+
+
+def test_a_new_database_created_at_once_equals_a_migrated_one(tmp_path: Path) -> None:
+    engine = store.make_engine(f"sqlite:///{tmp_path / 'new.db'}")
+    store.create_schema(engine)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(ctx, models.Base.metadata) == []
+    assert store.current_revision(engine) == store.HEAD
+    store.check_schema(engine)
+    assert store.upgrade(engine) == (store.HEAD, store.HEAD)  # nothing left to run
+    engine.dispose()
+
+
 def test_old_or_missing_schema_is_refused_with_the_command_to_run(
     tmp_path: Path, write_config: ConfigWriter
 ) -> None:

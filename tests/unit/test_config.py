@@ -107,7 +107,7 @@ owner = "Alice@Example.com"
     assert dict(mb.options) == {"path": "examples/sample-mailbox", "folders": None}
     with pytest.raises(TypeError):
         mb.options["path"] = "elsewhere"  # type: ignore[index]
-    assert cfg.sync == config.SyncConfig(200, 300, 1, 52428800)
+    assert cfg.sync == config.SyncConfig(400, 300, 1, 52428800)
     assert cfg.threading == config.ThreadingConfig(True, 14)
     assert cfg.logging == config.LoggingConfig("INFO", "text")
     conn = mb.connector_config(cfg.base_dir)
