@@ -18,7 +18,6 @@ Plain values only (no network): `connectors.gmail` feeds them what the API answe
 
 from __future__ import annotations
 
-import base64
 import binascii
 import fnmatch
 import json
@@ -113,15 +112,27 @@ def flags_of(labels: Iterable[str]) -> frozenset[str]:
     return frozenset(flags | ({"\\Draft"} if "DRAFT" in have else set()))
 
 
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def decode_raw(text: str) -> bytes | None:
-    """The bytes of a base64url `raw` (padding optional), or None when it is not base64."""
-    padded = text + "=" * (-len(text) % 4)
-    for alt in (b"-_", b"+/"):
-        try:
-            return base64.b64decode(padded, altchars=alt, validate=True)
-        except (binascii.Error, ValueError):
-            continue
-    return None
+    """The bytes of a base64url `raw` (padding optional), or None when it is not base64.
+
+    Either alphabet is accepted, even mixed (what `b64decode(altchars=b"-_", validate=True)`
+    accepts), in one pass: ASCII bytes, `-_` mapped to `+/`, a strict decode.
+    """
+    try:
+        data = text.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    pad = -len(data) % 4
+    try:
+        return binascii.a2b_base64(
+            data.translate(_URLSAFE) + b"=" * pad if pad else data.translate(_URLSAFE),
+            strict_mode=True,
+        )
+    except (binascii.Error, ValueError):
+        return None
 
 
 def header_block(payload: Mapping[str, Any]) -> bytes:

@@ -364,7 +364,35 @@ class GraphConnector:
             if self._pool is None:
                 self._pool = cf.ThreadPoolExecutor(self.concurrency, "graph-fetch")
             pool = self._pool
-        return list(pool.map(lambda pid: self._raw(pid, folder_id), ids))
+        # One task per worker pulling ids off a shared iterator (a future per message costs
+        # more CPU than the download's own Python work); results keep the order of `ids`.
+        # The first failure in `ids` order is raised, as `pool.map` would; workers stop
+        # taking new ids once one has failed.
+        results: list[bytes | object | None] = [None] * len(ids)
+        errors: dict[int, BaseException] = {}
+        todo = iter(enumerate(ids))
+        lock = threading.Lock()
+
+        def work() -> None:
+            raw = self._raw
+            while not errors:
+                with lock:
+                    nxt = next(todo, None)
+                if nxt is None:
+                    return
+                index, pid = nxt
+                try:
+                    results[index] = raw(pid, folder_id)
+                except BaseException as exc:  # re-raised below, in `ids` order
+                    errors[index] = exc
+                    return
+
+        workers = min(self.concurrency, len(ids))
+        for future in [pool.submit(work) for _ in range(workers)]:
+            future.result()
+        if errors:
+            raise errors[min(errors)]
+        return results
 
     def _raw(self, pid: str, folder_id: str) -> bytes | object | None:
         """The MIME of one message; None when it left the folder; _SKIP when unreadable."""

@@ -6,15 +6,18 @@ the provider, reading its answers, parsing the raw bytes — happens here, in on
 - `workers = 0`: in the writer's process. A fetcher thread runs one batch ahead; the writer
   thread parses. Simple, slow (one core), for debugging and for connectors whose state must
   stay in this process.
-- `workers >= 1` (the default): in a *fetch worker*, a child process forked for the sync.
-  Its fetcher thread reads batches from the provider while its main thread parses the
+- `workers >= 1` (the default): the first batch of each folder in the writer's process
+  (a sync with little or nothing new, the daemon's usual case, forks nothing), then, once a
+  folder has more to give, in a *fetch worker*: a child process forked for the rest of the
+  sync. Its fetcher thread reads batches from the provider while its main thread parses the
   previous one (or hands it to `workers - 1` parse processes) and sends batch + results
   down a pipe; the writer's process only unpickles and stores. Python threads share one
   core, processes do not: with the provider's reading and parsing out of the writer's
   process, fetching, parsing and storing each get a core.
 
-The child uses the connector object it inherits from the fork (built, not yet connected, by
-the writer's process, so configuration errors still surface there) and drives it
+The child uses the connector object it inherits from the fork (built by the writer's
+process, so configuration errors still surface there, and closed there before the fork, so
+the child connects afresh and no connection is shared) and drives it
 folder by folder on the writer's command: `folders`, then `fetch` (folder, cursor) for each
 folder to sync. It answers a `fetch` with batches and `end`, or with the first error, which
 the writer re-raises. At most a few batches are in flight (the fetcher's queue holds one,
@@ -293,6 +296,59 @@ class _Worker(FetchSide):
         self.conn.close()
 
 
+class _Auto(FetchSide):
+    """In this process until a folder has more than one batch to give, then in a fetch
+    worker: a sync with nothing or little new (the daemon's usual case) forks nothing."""
+
+    def __init__(
+        self,
+        connector: spi.Connector,
+        limit: int,
+        parse_workers: int,
+        stop: threading.Event,
+        engine: Engine | None,
+    ) -> None:
+        self.connector, self.limit, self.stop = connector, limit, stop
+        self.parse_workers, self.engine = parse_workers, engine
+        self.worker: _Worker | None = None
+
+    def folders(self) -> list[spi.RemoteFolder]:
+        if self.worker is not None:
+            return self.worker.folders()
+        return list(self.connector.list_folders())
+
+    def batches(self, remote: spi.RemoteFolder, cursor: str | None) -> Iterator[ParsedBatch]:
+        if self.worker is not None:
+            yield from self.worker.batches(remote, cursor)
+            return
+        rescanned = False
+        try:
+            batch = self.connector.fetch_changes(remote, cursor, self.limit)
+        except spi.CursorExpiredError:
+            if cursor is None:
+                raise
+            log.info(
+                "cursor expired, rescanning",
+                extra={"action": "cursor_expired", "folder": remote.name},
+            )
+            rescanned = True
+            batch = self.connector.fetch_changes(remote, None, self.limit)
+        items = [(m.raw, m.internal_date) for m in batch.messages]
+        yield ParsedBatch(batch, _parse_many(items), rescanned)
+        if not batch.more or self.stop.is_set():
+            return
+        # A big folder: from here on a worker fetches and parses. It connects afresh;
+        # this process's connection is closed first, so the two never share one.
+        self.connector.close()
+        self.worker = _Worker(self.connector, self.limit, self.parse_workers, self.engine)
+        for item in self.worker.batches(remote, batch.cursor):
+            yield ParsedBatch(item.batch, item.results, item.rescanned or rescanned)
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+
+
 def open_fetch_side(
     connector: spi.Connector,
     limit: int,
@@ -300,9 +356,10 @@ def open_fetch_side(
     stop: threading.Event,
     engine: Engine | None = None,
 ) -> FetchSide:
-    """The fetch side for one sync: in a fetch worker process when `workers` >= 1 (then
-    `workers - 1` more processes parse), else in this process. `engine` is the writer's, for
+    """The fetch side for one sync: when `workers` >= 1, in this process for the first batch
+    of each folder and in a fetch worker process (with `workers - 1` more processes parsing)
+    once a folder has more to give; else all in this process. `engine` is the writer's, for
     the child to drop its inherited connections (a connector's token store may use it)."""
     if workers <= 0:
         return _Local(connector, limit, stop)
-    return _Worker(connector, limit, workers - 1, engine)
+    return _Auto(connector, limit, workers - 1, stop, engine)

@@ -209,7 +209,8 @@ class Connector(Protocol):
         ...
 
     def close(self) -> None:
-        """Release connections. Safe to call twice."""
+        """Release connections. Safe to call twice; a closed connector that is used again
+        connects again (the sync engine closes it before forking its fetch worker)."""
         ...
 
 

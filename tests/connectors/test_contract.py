@@ -192,11 +192,18 @@ def test_flags_come_back_and_changes_appear(harness: Harness) -> None:
     }
 
 
-def test_close_twice_is_fine(harness: Harness) -> None:
-    seed(harness, 1)
+def test_close_twice_is_fine_and_a_closed_connector_reconnects(harness: Harness) -> None:
+    fid, _ = seed(harness, 1)
     conn = harness.connector()
-    assert conn.list_folders()
+    folders = conn.list_folders()
+    assert folders
     conn.close()
+    conn.close()
+    # The sync engine closes its connector before forking the fetch worker, which goes on
+    # with the same object: it must connect again on its own.
+    assert [f.id for f in conn.list_folders()] == [f.id for f in folders]
+    batches, _ = drain(conn, folder_of(conn, fid), None)
+    assert sum(len(b.messages) for b in batches) == 1
     conn.close()
 
 

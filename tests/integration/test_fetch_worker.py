@@ -159,20 +159,22 @@ def test_the_worker_process_stores_what_the_in_process_path_stores(
     assert not multiprocessing.active_children()
 
 
-def test_fetching_happens_in_another_process_than_the_writer(
+def test_fetching_moves_to_a_worker_process_once_a_folder_has_more_than_one_batch(
     write_config: ConfigWriter, db_url: str, factory: sessionmaker[Session]
 ) -> None:
-    cfg = _config(write_config, db_url, count=5, fail_at=0, fail="pid")
+    # The first batch of a folder is fetched here: a small or no-change sync forks nothing.
+    cfg = _config(write_config, db_url, count=3, fail_at=0, fail="pid")
     report = sync.Syncer(cfg, factory).sync("w")
-    assert report.status == "error"
-    assert report.error is not None
+    assert f"fetching in pid {os.getpid()}," in (report.error or "")
+    # The third batch of a big folder is fetched by the worker.
+    cfg = _config(write_config, db_url, count=20, fail_at=9, fail="pid")
+    report = sync.Syncer(cfg, factory).sync("w")
+    assert report.status == "error" and report.error is not None
     fetched_in, built_in = (
         int(w.rstrip(",")) for w in report.error.split() if w.rstrip(",").isdigit()
     )
     assert built_in == os.getpid() and fetched_in != os.getpid()
-    cfg = _config(write_config, db_url, workers=0, count=5, fail_at=0, fail="pid")
-    report = sync.Syncer(cfg, factory).sync("w")
-    assert f"fetching in pid {os.getpid()}," in (report.error or "")
+    assert _count(factory, Message) == 8
 
 
 def test_a_worker_error_keeps_its_kind_and_what_was_stored_before_it(
@@ -193,12 +195,14 @@ def test_a_worker_error_keeps_its_kind_and_what_was_stored_before_it(
 def test_errors_that_do_not_pickle_still_reach_the_writer(
     write_config: ConfigWriter, db_url: str, factory: sessionmaker[Session]
 ) -> None:
-    report = sync.Syncer(_config(write_config, db_url, fail_at=0, fail="odd"), factory).sync("w")
+    cfg = _config(write_config, db_url, count=12, fail_at=9, fail="odd")
+    report = sync.Syncer(cfg, factory).sync("w")
     assert report.status == "error" and report.error is not None
     assert "odd failure [42]" in report.error and "_OddError" in report.error
     # Configuration errors are raised, as they are without the worker.
     with pytest.raises(spi.ConfigError, match="told to fail") as info:
-        sync.Syncer(_config(write_config, db_url, fail_at=0, fail="config"), factory).sync("w")
+        cfg = _config(write_config, db_url, count=12, fail_at=9, fail="config")
+        sync.Syncer(cfg, factory).sync("w")
     assert info.value.fix == "remove fail"
 
 
