@@ -83,6 +83,22 @@ class _Parser:
             self.pool.shutdown(cancel_futures=True)
 
 
+def _fetch(
+    connector: spi.Connector, remote: spi.RemoteFolder, cursor: str | None, limit: int
+) -> tuple[spi.ChangeBatch, bool]:
+    """The next batch, and True when the stored cursor had expired (a full scan restarts)."""
+    try:
+        return connector.fetch_changes(remote, cursor, limit), False
+    except spi.CursorExpiredError:
+        if cursor is None:
+            raise
+        log.info(
+            "cursor expired, rescanning",
+            extra={"action": "cursor_expired", "folder": remote.name},
+        )
+        return connector.fetch_changes(remote, None, limit), True
+
+
 def _pipeline(
     connector: spi.Connector,
     remote: spi.RemoteFolder,
@@ -109,17 +125,8 @@ def _pipeline(
         cur, rescanned = cursor, False
         try:
             while not abort.is_set():
-                try:
-                    batch = connector.fetch_changes(remote, cur, limit)
-                except spi.CursorExpiredError:
-                    if cur is None:
-                        raise
-                    log.info(
-                        "cursor expired, rescanning",
-                        extra={"action": "cursor_expired", "folder": remote.name},
-                    )
-                    rescanned, cur = True, None
-                    continue
+                batch, expired = _fetch(connector, remote, cur, limit)
+                rescanned = rescanned or expired
                 if not put((batch, parser.submit(batch), rescanned)):
                     return
                 if not batch.more or stop.is_set():
@@ -321,18 +328,7 @@ class _Auto(FetchSide):
         if self.worker is not None:
             yield from self.worker.batches(remote, cursor)
             return
-        rescanned = False
-        try:
-            batch = self.connector.fetch_changes(remote, cursor, self.limit)
-        except spi.CursorExpiredError:
-            if cursor is None:
-                raise
-            log.info(
-                "cursor expired, rescanning",
-                extra={"action": "cursor_expired", "folder": remote.name},
-            )
-            rescanned = True
-            batch = self.connector.fetch_changes(remote, None, self.limit)
+        batch, rescanned = _fetch(self.connector, remote, cursor, self.limit)
         items = [(m.raw, m.internal_date) for m in batch.messages]
         yield ParsedBatch(batch, _parse_many(items), rescanned)
         if not batch.more or self.stop.is_set():
