@@ -59,7 +59,9 @@ def _sqlite_utc(value: str | None) -> datetime | None:
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.replace(tzinfo=UTC)
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _driver_utc(s: Session) -> Callable[[Any], datetime | None]:
