@@ -58,6 +58,10 @@ class ParsedBatch:
     rescanned: bool = False  # the stored cursor had expired: this is a full scan
 
 
+def _items(batch: spi.ChangeBatch) -> list[tuple[bytes, datetime | None]]:
+    return [(m.raw, m.internal_date) for m in batch.messages]
+
+
 def _parse_many(items: Sequence[tuple[bytes, datetime | None]]) -> list[Any]:
     return [parsing.parse(raw, provider_date=date) for raw, date in items]
 
@@ -73,7 +77,7 @@ class _Parser:
             self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
 
     def submit(self, batch: spi.ChangeBatch) -> Callable[[], list[Any]]:
-        items = [(m.raw, m.internal_date) for m in batch.messages]
+        items = _items(batch)
         if self.pool is None or not items:
             return lambda: _parse_many(items)
         return self.pool.submit(_parse_many, items).result
@@ -329,8 +333,7 @@ class _Auto(FetchSide):
             yield from self.worker.batches(remote, cursor)
             return
         batch, rescanned = _fetch(self.connector, remote, cursor, self.limit)
-        items = [(m.raw, m.internal_date) for m in batch.messages]
-        yield ParsedBatch(batch, _parse_many(items), rescanned)
+        yield ParsedBatch(batch, _parse_many(_items(batch)), rescanned)
         if not batch.more or self.stop.is_set():
             return
         # A big folder: from here on a worker fetches and parses. It connects afresh;

@@ -327,11 +327,11 @@ def store_batch(
         )
         for (key, index), row in zip(first_index.items(), new_rows, strict=True)
     ]
-    created: dict[int, list[threadstore.NewMessage]] = {}
+    created: set[int] = set()
     result.threads = threadstore.attach(
         session, str(ctx.mailbox_id), fresh, ctx.subject_fallback, ctx.subject_window, created
     )
-    threadstore.refresh_summaries(session, result.threads, created)
+    threadstore.refresh_summaries(session, result.threads - created)
     return result
 
 

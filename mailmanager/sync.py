@@ -277,10 +277,9 @@ class Syncer:
                 )
             ).one()
             folder_id, cursor = folder.id, folder.cursor
-        full_scan = cursor is None
         for item in side.batches(remote, cursor):
             report.rescanned = report.rescanned or item.rescanned
-            full_scan = full_scan or item.rescanned
+            full_scan = cursor is None or report.rescanned
             self._store(folder_id, ctx, item.batch, item.results, report, full_scan)
             report.fetched += len(item.batch.messages)
             if self.progress is not None:
@@ -327,7 +326,7 @@ class Syncer:
                     extra={"action": "batch_fallback", "error": str(exc.orig)[:200]},
                 )
                 result = ingest.store_items_apart(s, ctx, folder_id, items, batch.removed, changes)
-            if full_scan:  # the stages run once, when the scan ends (`_run_pending`)
+            if full_scan and self.hooks:  # the stages run once, when the scan ends
                 pending = [{"mailbox_id": ctx.mailbox_id, "thread_id": t} for t in result.threads]
                 store.insert_ignore(s, store.table(models.PendingThread), pending)
             else:

@@ -173,12 +173,12 @@ def attach(
     fresh: Sequence[NewMessage],
     subject_fallback: bool = True,
     window: timedelta = timedelta(days=14),
-    created: dict[int, list[NewMessage]] | None = None,
+    created: set[int] | None = None,
 ) -> set[int]:
     """Put new messages into threads (creating and merging threads); returns touched ids.
 
-    When `created` is given, the threads this call creates are put in it with their
-    messages (all of them: a new thread holds only messages of this call).
+    Threads it creates get their summary at once (they hold only messages of this call);
+    when `created` is given, their ids are added to it.
     """
     if not fresh:
         return set()
@@ -201,47 +201,32 @@ def attach(
     eligible = [p for p in singles if _fallback_eligible(p)]
     candidates = _Candidates(session, eligible, window)
 
-    # Threads to create get negative placeholder refs until inserted.
-    new_rows: list[dict[str, Any]] = []
+    # Threads to create get negative placeholder refs until inserted; `members` gathers
+    # their messages (several groups may join one by the subject fallback).
     refs: list[int] = []
-    now = models.utcnow()
+    members: dict[int, list[NewMessage]] = {}
     for g in groups:
         first = by_key[g.keys[0]].parsed
         ref: int | None = g.existing[0] if g.existing else None
         if ref is None and subject_fallback and len(g.keys) == 1 and _fallback_eligible(first):
             ref = candidates.pick(first)
         if ref is None:
-            ref = -(len(new_rows) + 1)
-            new_rows.append(
-                {
-                    "subject": clean(first.subject),
-                    "subject_normalized": clean(first.subject_normalized, 500),
-                    "first_at": first.date,
-                    "last_at": first.date,
-                    "message_count": len(g.keys),
-                    # Unique per new thread, so it tells which RETURNING row is which
-                    # (unordered RETURNING stays batched); refresh_summaries sets it right.
-                    "last_message_id": by_key[g.keys[0]].id,
-                    "updated_at": now,
-                }
-            )
+            ref = -(len(members) + 1)
+            members[ref] = []
             if len(g.keys) == 1 and _fallback_eligible(first):
                 candidates.add_new(ref, first)
+        if ref < 0:
+            members[ref].extend(by_key[k] for k in g.keys)
         refs.append(ref)
-    real: dict[int, int] = {}
-    if new_rows:
-        t = store.table(Thread)
-        first_of = {row["last_message_id"]: -(i + 1) for i, row in enumerate(new_rows)}
-        returned = session.execute(sa.insert(t).returning(t.c.id, t.c.last_message_id), new_rows)
-        real = {first_of[first]: tid for tid, first in returned}
+    real = _insert_threads(session, members)
+    if created is not None:
+        created.update(real.values())
 
     touched: set[int] = set()
     node_rows: list[dict[str, Any]] = []
     message_rows: list[dict[str, Any]] = []
     for g, ref in zip(groups, refs, strict=True):
         tid = real.get(ref, ref)
-        if ref < 0 and created is not None:  # every message of a new thread is in `fresh`
-            created[tid] = [by_key[k] for k in g.keys]
         if len(g.existing) > 1:
             merge(session, tid, g.existing[1:])
         touched.add(tid)
@@ -273,27 +258,9 @@ def merge(session: Session, survivor: int, losers: Sequence[int]) -> None:
     session.execute(sa.delete(Thread).where(Thread.id.in_(losers)))
 
 
-def refresh_summaries(
-    session: Session,
-    thread_ids: Iterable[int],
-    known: dict[int, list[NewMessage]] | None = None,
-) -> None:
-    """Recompute the summary columns of the given threads from their messages; those in
-    `known` (threads just created, with all their messages) without reading them back."""
-    known = known or {}
-    if known:
-        values = []
-        now = models.utcnow()
-        for new_tid, new_msgs in known.items():
-            sm = threads.summarize(m.summary_input() for m in new_msgs)
-            first = min(
-                new_msgs, key=lambda m: (m.parsed.date is None, m.parsed.date or _MIN, m.id)
-            )
-            norm_subject = clean(first.parsed.subject_normalized, 500)
-            values.append(_summary_row(new_tid, sm, norm_subject, now))
-        t = store.table(Thread)
-        session.execute(sa.update(t).where(t.c.id == sa.bindparam("tid")), values)
-    for chunk in store.chunks(sorted(set(thread_ids) - set(known))):
+def refresh_summaries(session: Session, thread_ids: Iterable[int]) -> None:
+    """Recompute the summary columns of the given threads from their messages."""
+    for chunk in store.chunks(sorted(thread_ids)):
         per_thread: dict[int, list[threads.SummaryInput]] = {}
         norm: dict[int, tuple[Any, str]] = {}
         rows = session.execute(
@@ -320,7 +287,7 @@ def refresh_summaries(
         values = []
         now = models.utcnow()
         for tid, msgs in per_thread.items():
-            values.append(_summary_row(tid, threads.summarize(msgs), norm[tid][1], now))
+            values.append({"tid": tid, **_summary(threads.summarize(msgs), norm[tid][1], now)})
         if values:
             t = store.table(Thread)
             session.execute(sa.update(t).where(t.c.id == sa.bindparam("tid")), values)
@@ -329,11 +296,44 @@ def refresh_summaries(
 _MIN = datetime.min.replace(tzinfo=UTC)
 
 
-def _summary_row(
-    tid: int, s: threads.ThreadSummary, subject_normalized: str, now: datetime
-) -> dict[str, Any]:
+def _insert_threads(session: Session, members: dict[int, list[NewMessage]]) -> dict[int, int]:
+    """Insert the new threads (placeholder ref → its messages) with their summaries; returns
+    ref → thread id.
+
+    RETURNING rows come unordered (ordering them costs a statement per row on SQLite), so
+    each row carries its first message's id in `last_message_id` to be told apart; the
+    few whose true last message differs are corrected after.
+    """
+    if not members:
+        return {}
+    now = models.utcnow()
+    rows, summaries = [], {}
+    for ref, msgs in members.items():
+        sm = summaries[ref] = threads.summarize(m.summary_input() for m in msgs)
+        earliest = min(msgs, key=lambda m: (m.parsed.date is None, m.parsed.date or _MIN, m.id))
+        norm = clean(earliest.parsed.subject_normalized, 500)
+        rows.append({**_summary(sm, norm, now), "last_message_id": msgs[0].id})
+    ref_of = {row["last_message_id"]: ref for ref, row in zip(members, rows, strict=True)}
+    t = store.table(Thread)
+    returned = session.execute(sa.insert(t).returning(t.c.id, t.c.last_message_id), rows)
+    real = {ref_of[marker]: tid for tid, marker in returned}
+    fixes = [
+        {"tid": real[ref], "last": sm.last_message_id}
+        for ref, sm in summaries.items()
+        if sm.last_message_id != members[ref][0].id
+    ]
+    if fixes:
+        session.execute(
+            sa.update(t)
+            .where(t.c.id == sa.bindparam("tid"))
+            .values(last_message_id=sa.bindparam("last")),
+            fixes,
+        )
+    return real
+
+
+def _summary(s: threads.ThreadSummary, subject_normalized: str, now: datetime) -> dict[str, Any]:
     return {
-        "tid": tid,
         "subject": s.subject,
         "subject_normalized": subject_normalized,
         "first_at": s.first_at,

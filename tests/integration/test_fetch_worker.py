@@ -259,6 +259,13 @@ def test_a_full_scan_runs_the_stages_once_at_its_end_an_incremental_sync_per_bat
     assert all(c[-1] == 0 for c in calls)
 
 
+def test_without_stages_a_full_scan_queues_nothing(
+    write_config: ConfigWriter, db_url: str, factory: sessionmaker[Session]
+) -> None:
+    sync.Syncer(_config(write_config, db_url, count=12), factory, hooks=[]).sync("w")
+    assert _count(factory, Message) == 12 and _count(factory, PendingThread) == 0
+
+
 def _count_in(s: Session, model: type[models.Base]) -> int:
     return int(s.scalar(sa.select(sa.func.count()).select_from(model)) or 0)
 

@@ -152,6 +152,27 @@ def test_header_less_reply_joins_by_subject_only_with_shared_people(cfg, factory
     assert tid["c3@elsewhere.fr"] != tid["c1@example.com"]
 
 
+def test_a_thread_made_by_the_subject_fallback_within_one_batch_sums_up_all_its_mail(
+    cfg, factory, account
+) -> None:  # type: ignore[no-untyped-def]
+    # Both header-less messages arrive in one batch: the second joins the thread the first
+    # creates, and the new thread's summary counts both.
+    account.append(
+        "INBOX", make(CLIENT, ALICE, "Commande n° 5120", msgid="d1@acme-industrie.fr", at=day(0))
+    )
+    account.append(
+        "INBOX",
+        make(CLIENT, ALICE, "RE: Commande n° 5120", msgid="d2@acme-industrie.fr", at=day(1)),
+    )
+    run(cfg, factory)
+    with factory() as s:
+        (thread,) = s.scalars(sa.select(Thread)).all()
+        last = s.scalars(sa.select(Message.id).where(Message.message_id == "d2@acme-industrie.fr"))
+        assert (thread.message_count, thread.first_at, thread.last_at) == (2, day(0), day(1))
+        assert thread.last_message_id == last.one()
+        assert thread.last_inbound_at == day(1)
+
+
 def test_delete_flags_and_expired_cursor_keep_messages_and_links(cfg, factory, account) -> None:  # type: ignore[no-untyped-def]
     ids = [
         account.append("INBOX", make(CLIENT, ALICE, f"Sujet {i}", msgid=f"m{i}@x"))
