@@ -198,61 +198,73 @@ def generate(url: str, n: dict[str, int]) -> dict[str, float]:
         _insert(conn, models.Opportunity, opps)
         _insert(conn, models.OpportunityContact, members)
 
-        mid = 0
-        threads, messages, parts = [], [], []
-        for tid, msgs in enumerate(_threads(rng, n, contact_of), start=1):
-            start = BASE - timedelta(days=rng.uniform(0, 730))
-            for i, (direction, sender, to, subject, flags) in enumerate(msgs):
-                mid += 1
-                at = start + timedelta(hours=5 * i)
-                messages.append(
-                    {
-                        "id": mid,
-                        "key": f"m{mid}@bench",
-                        "message_id": f"m{mid}@bench",
-                        "thread_id": tid,
-                        "subject": ("RE: " if i else "") + subject,
-                        "subject_normalized": subject.lower(),
-                        "sent_at": at,
-                        "direction": direction,
-                        "from_email": sender,
-                        "is_bulk": flags == "bulk",
-                        "is_auto_reply": flags == "auto",
-                        "sha256": f"{mid:064d}",
-                        "snippet": "",
-                        "created_at": now,
-                    }
-                )
-                parts.append({"message_id": mid, "role": "from", "email": sender, "name": ""})
-                parts.extend(
-                    {"message_id": mid, "role": "to" if k == 0 else "cc", "email": a, "name": ""}
-                    for k, a in enumerate(to)
-                )
-                if mid >= n["messages"]:
-                    break
-            threads.append(
+        # Draw the threads, then number threads and messages in arrival order, as a sync
+        # does: a message's id grows with the moment it arrived, a thread's with its first.
+        drawn: list[tuple[datetime, list[Any]]] = []
+        total = 0
+        for msgs in _threads(rng, n, contact_of):
+            msgs = msgs[: n["messages"] - total]
+            drawn.append((BASE - timedelta(days=rng.uniform(0, 730)), msgs))
+            total += len(msgs)
+            if total >= n["messages"]:
+                break
+        drawn.sort(key=lambda d: d[0])
+        arrivals = sorted(
+            (start + timedelta(hours=5 * i), tid, i)
+            for tid, (start, msgs) in enumerate(drawn, start=1)
+            for i in range(len(msgs))
+        )
+        _insert(
+            conn,
+            models.Thread,
+            [
                 {
                     "id": tid,
-                    "subject": subject,
-                    "subject_normalized": subject.lower(),
+                    "subject": msgs[0][3],
+                    "subject_normalized": msgs[0][3].lower(),
                     "first_at": start,
-                    "last_at": start,
+                    "last_at": start + timedelta(hours=5 * (len(msgs) - 1)),
                     "message_count": len(msgs),
                     "updated_at": now,
                 }
+                for tid, (start, msgs) in enumerate(drawn, start=1)
+            ],
+        )
+        messages, parts = [], []
+        for mid, (at, tid, i) in enumerate(arrivals, start=1):
+            direction, sender, to, subject, flags = drawn[tid - 1][1][i]
+            messages.append(
+                {
+                    "id": mid,
+                    "key": f"m{mid}@bench",
+                    "message_id": f"m{mid}@bench",
+                    "thread_id": tid,
+                    "subject": ("RE: " if i else "") + subject,
+                    "subject_normalized": subject.lower(),
+                    "sent_at": at,
+                    "direction": direction,
+                    "from_email": sender,
+                    "is_bulk": flags == "bulk",
+                    "is_auto_reply": flags == "auto",
+                    "sha256": f"{mid:064d}",
+                    "snippet": "",
+                    "created_at": now,
+                }
             )
-            if len(messages) >= 20_000 or mid >= n["messages"]:
-                _insert(conn, models.Thread, threads)
+            parts.append({"message_id": mid, "role": "from", "email": sender, "name": ""})
+            parts.extend(
+                {"message_id": mid, "role": "to" if k == 0 else "cc", "email": a, "name": ""}
+                for k, a in enumerate(to)
+            )
+            if len(messages) >= 20_000 or mid == total:
                 _insert(conn, models.Message, messages)
                 _insert(conn, models.Participant, parts)
-                threads, messages, parts = [], [], []
-            if mid >= n["messages"]:
-                break
+                messages, parts = [], []
     with engine.connect() as conn:  # fresh statistics, as autovacuum gives after a bulk load
         conn.exec_driver_sql("ANALYZE")
         conn.commit()
     engine.dispose()
-    return {"seconds": time.perf_counter() - started, "messages": mid, "threads": tid}
+    return {"seconds": time.perf_counter() - started, "messages": total, "threads": len(drawn)}
 
 
 def incremental(url: str, root: Path, batch: int) -> dict[str, float]:

@@ -15,13 +15,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from mailmanager import matcher, models, normalize, store
+from mailmanager import matcher, normalize, store
 from mailmanager.models import (
     CompanyDomain,
     Contact,
     ContactEmail,
-    Link,
-    Message,
     Opportunity,
     OpportunityContact,
 )
@@ -44,18 +42,34 @@ def parts(s: Session, values: Sequence[Any]) -> Iterator[Sequence[Any]]:
     return store.chunks(values, size)
 
 
-def raw_rows(s: Session, sql: str, values: Sequence[Any]) -> Sequence[Any]:
+def raw_rows(s: Session, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
     """Rows of `sql` (plain SQL whose "{}" becomes "IN (...)" or "= ANY(...)" over `values`),
-    as the driver returns them: only for columns that need no type processing."""
+    as plain tuples straight from the driver's cursor: only for columns that need no type
+    processing. (SQLAlchemy's result rows cost more than the query on the big reads.)"""
+    return _raw(s, sql, values, fetch=True)
+
+
+def raw_execute(s: Session, sql: str, values: Sequence[Any]) -> None:
+    """`raw_rows` for a statement that returns nothing (DELETE, UPDATE)."""
+    _raw(s, sql, values, fetch=False)
+
+
+def _raw(s: Session, sql: str, values: Sequence[Any], fetch: bool) -> list[tuple[Any, ...]]:
     conn = s.connection()
-    if conn.dialect.name == "postgresql":
-        return conn.exec_driver_sql(sql.format("= ANY(%s)"), (list(values),)).all()
-    marks = ", ".join("?" * len(values))
-    return conn.exec_driver_sql(sql.format(f"IN ({marks})"), tuple(values)).all()
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if conn.dialect.name == "postgresql":
+            cursor.execute(sql.format("= ANY(%s)"), (list(values),))
+        else:
+            marks = ", ".join("?" * len(values))
+            cursor.execute(sql.format(f"IN ({marks})"), tuple(values))
+        return cursor.fetchall() if fetch else []
+    finally:
+        cursor.close()
 
 
 def _sqlite_utc(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return None if value is None else datetime.fromisoformat(value + "+00:00")
 
 
 def _naive_utc(value: datetime | None) -> datetime | None:
@@ -87,21 +101,40 @@ def _flags(auto: bool, ooo: bool, bulk: bool, bounce: bool) -> frozenset[str]:
     return frozenset(out)
 
 
+# The sixteen flag sets, by (auto-reply, out-of-office, bulk, bounce) as the driver gives
+# them (0/1 or False/True, which hash alike).
+_FLAGS = {
+    (a, o, b, x): _flags(bool(a), bool(o), bool(b), bool(x))
+    for a in (0, 1)
+    for o in (0, 1)
+    for b in (0, 1)
+    for x in (0, 1)
+}
+
+
+@functools.lru_cache(maxsize=65536)
+def _party(role: str, email: str, name: str, strip_plus: bool) -> matcher.Party | None:
+    """A participant row as the matcher sees it, memoised: the same people write again and
+    again, and a run makes hundreds of thousands of these."""
+    key = key_of(email, strip_plus)
+    return None if key is None else matcher.Party(role, key, email, name)
+
+
 def load_threads(
     s: Session, thread_ids: Sequence[int], strip_plus: bool, with_owners: bool
 ) -> list[matcher.ThreadFacts]:
     """The facts of these threads: every message, its participants, the manual marks."""
-    m = Message
-    in_chunk = among(s, m.thread_id, thread_ids)
-    msgs: dict[int, list[Any]] = {}
     when = _driver_utc(s)
+    msgs: dict[int, tuple[Any, ...]] = {}
+    parties: dict[int, list[matcher.Party]] = {}
     for row in raw_rows(
         s,
         "SELECT id, thread_id, message_id, sent_at, direction, subject, is_auto_reply, "
         "is_out_of_office, is_bulk, is_bounce FROM messages WHERE thread_id {}",
         thread_ids,
     ):
-        msgs[row[0]] = [*row[:3], when(row[3]), *row[4:], []]
+        msgs[row[0]] = row
+        parties[row[0]] = []
     # The biggest read of a run: straight from the driver, without per-row processing.
     for mid, role, email, name in raw_rows(
         s,
@@ -109,70 +142,44 @@ def load_threads(
         "JOIN messages m ON m.id = p.message_id WHERE m.thread_id {}",
         thread_ids,
     ):
-        key = key_of(email, strip_plus)
-        if key is not None and mid in msgs:
-            msgs[mid][-1].append(matcher.Party(role, key, email, name))
+        party = _party(role, email, name, strip_plus)
+        if party is not None and mid in parties:
+            parties[mid].append(party)
     owners: dict[int, set[str]] = {}
     if with_owners:
-        ml, f, mb, u = models.MessageLocation, models.Folder, models.Mailbox, models.User
-        for mid, email in (
-            s.connection()
-            .execute(
-                sa.select(ml.message_id, u.email)
-                .join(f, f.id == ml.folder_id)
-                .join(mb, mb.id == f.mailbox_id)
-                .join(u, u.id == mb.owner_id)
-                .join(m, m.id == ml.message_id)
-                .where(in_chunk)
-            )
-            .all()
+        for mid, email in raw_rows(
+            s,
+            "SELECT ml.message_id, u.email FROM message_locations ml "
+            "JOIN folders f ON f.id = ml.folder_id JOIN mailboxes mb ON mb.id = f.mailbox_id "
+            "JOIN users u ON u.id = mb.owner_id JOIN messages m ON m.id = ml.message_id "
+            "WHERE m.thread_id {}",
+            thread_ids,
         ):
             owners.setdefault(mid, set()).add(email)
     marks: dict[int, list[matcher.Mark]] = {}
-    for mark_mid, tid, kind, target, tomb, by in (
-        s.connection()
-        .execute(
-            sa.select(
-                Link.message_id,
-                Link.thread_id,
-                Link.target_kind,
-                Link.target_id,
-                Link.tombstone,
-                Link.created_by,
-            ).where(
-                among(s, Link.thread_id, thread_ids),
-                sa.or_(Link.tombstone, Link.created_by != MATCHER),
-            )
-        )
-        .all()
+    for mark_mid, tid, kind, target, tomb, by in raw_rows(
+        s,
+        "SELECT message_id, thread_id, target_kind, target_id, tombstone, created_by "
+        f"FROM links WHERE (tombstone OR created_by <> '{MATCHER}') AND thread_id {{}}",
+        thread_ids,
     ):
         if tid is not None:
             marks.setdefault(tid, []).append(matcher.Mark(kind, target, bool(tomb), mark_mid, by))
     by_thread: dict[int, list[matcher.MessageFacts]] = {}
-    for (
-        mid,
-        tid,
-        msgid,
-        sent,
-        direction,
-        subject,
-        auto,
-        ooo,
-        bulk,
-        bounce,
-        parties,
-    ) in msgs.values():
+    none: frozenset[str] = frozenset()
+    for mid, tid, msgid, sent, direction, subject, auto, ooo, bulk, bounce in msgs.values():
+        who = owners.get(mid)
         by_thread.setdefault(tid, []).append(
             matcher.MessageFacts(
                 mid,
                 tid,
                 msgid,
-                sent,
+                when(sent),
                 direction,
                 subject,
-                _flags(auto, ooo, bulk, bounce),
-                tuple(parties),
-                frozenset(owners.get(mid, ())),
+                _FLAGS[(auto, ooo, bulk, bounce)],
+                tuple(parties[mid]),
+                none if who is None else frozenset(who),
             )
         )
     return [

@@ -8,10 +8,12 @@ a dry run reports exactly what a real run would write. Rows the matcher writes c
 `created_by = "matcher"`; every other Link row (manual links, tombstones) is read, never
 written, here.
 
-The lookups come from an in-memory `matcher.Index`: the whole CRM for a full re-match, or
-only the addresses, domains and references of the chunk for a sync batch. Reads live in
-`linkindex`, writes in `linkwrite`, the retro-linking search in `retrolink`, created
-contacts and the suggestions queue in `suggestions`; manual decisions in `curation`.
+The lookups come from an in-memory `matcher.Index`: the whole CRM, kept in memory from one
+run to the next while it has not changed (`crmcache`), once a process matches more than a
+few thousand threads; before that, only the addresses, domains and references of the
+chunk. Reads live in `linkindex`, writes in `linkwrite`, the retro-linking search in
+`retrolink`, created contacts and the suggestions queue in `suggestions`; manual decisions
+in `curation`.
 
 Entry points: `batch_hook` (the sync stage), `match_threads`, `match_messages`, `match_all`
 (`mailmanager match`), and `relink_for` (called by the CRM after a record changes).
@@ -31,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from mailmanager import config as config_mod
 from mailmanager import (
+    crmcache,
     ingest,
     linkindex,
     linkwrite,
@@ -50,11 +53,22 @@ MatchReport = linkwrite.MatchReport
 
 MATCHER = "matcher"
 CHUNK = 1000  # threads per chunk
-FULL_INDEX_ABOVE = 3000  # threads: above this, load the whole CRM once
+
+
+_LAST_POLICY: list[tuple[config_mod.Config, matcher.Policy]] = []
 
 
 def policy_for(cfg: config_mod.Config) -> matcher.Policy:
-    """The matcher's policy from the configuration."""
+    """The matcher's policy from the configuration: made once per configuration object, so
+    its memo of which addresses are ours lasts from one sync batch to the next."""
+    if _LAST_POLICY and _LAST_POLICY[0][0] is cfg:
+        return _LAST_POLICY[0][1]
+    policy = _make_policy(cfg)
+    _LAST_POLICY[:] = [(cfg, policy)]
+    return policy
+
+
+def _make_policy(cfg: config_mod.Config) -> matcher.Policy:
     mc = cfg.matcher
     strip = mc.strip_plus_addressing
     own = {u.email for u in cfg.users} | {a for u in cfg.users for a in u.aliases}
@@ -103,8 +117,7 @@ def match_threads(
     started = time.perf_counter()
     run = _Run(session, cfg, policy_for(cfg), dry_run, collect or dry_run, MatchReport())
     ids = sorted(set(thread_ids))
-    if len(ids) > FULL_INDEX_ABOVE:
-        run.index = linkindex.load_all(session)
+    run.index = crmcache.whole_index(session, len(ids), dry_run)
     for chunk in store.chunks(ids, CHUNK):
         _match_chunk(run, chunk)
         if on_chunk is not None:
@@ -221,7 +234,9 @@ def _auto_create(run: _Run, facts: list[matcher.ThreadFacts], index: matcher.Ind
             index.contact_company[run.placeholder] = c.company_id
     else:
         company = {c.key: c.company_id for c in new}
-        for key, cid in suggestions.create_contacts(run.session, new).items():
-            index.contacts[key] = cid
-            index.contact_company[cid] = company[key]
+        with crmcache.own_changes(run.session, run.index):
+            for key, cid in suggestions.create_contacts(run.session, new).items():
+                index.contacts[key] = cid
+                index.contact_company[cid] = company[key]
+    index.address_memo.clear()  # what those addresses say has changed
     run.report.contacts_created.extend(c.key for c in new)

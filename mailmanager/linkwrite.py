@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mailmanager import linkindex, matcher, models, store
-from mailmanager.models import Link, MatchState, ReviewItem
+from mailmanager.models import Link, ReviewItem
 
 MATCHER = "matcher"
 _AT = (("matched_at", "timestamp"),)
@@ -134,6 +134,7 @@ class Output:
     report: MatchReport
     dry_run: bool
     collect: bool
+    _states: dict[int, tuple[str, str]] | None = None
 
     def _note(self, change: Change) -> None:
         if self.collect:
@@ -142,58 +143,81 @@ class Output:
     def _existing_links(
         self, mids: Sequence[int]
     ) -> dict[tuple[int, str, int], tuple[int, str, float, str]]:
+        """The matcher's links on these messages, by (message, kind, target). Only messages
+        the matcher has seen can have any (links and verdicts are written together), so a
+        batch of new mail reads nothing here."""
+        old = self._old_states(mids)
+        seen = [m for m in mids if m in old]
         out = {}
-        for part in linkindex.parts(self.s, mids):
-            rows = (
-                self.s.connection()
-                .execute(
-                    sa.select(
-                        Link.id,
-                        Link.message_id,
-                        Link.target_kind,
-                        Link.target_id,
-                        Link.method,
-                        sa.cast(Link.confidence, sa.Float),
-                        Link.explanation,
-                    ).where(
-                        linkindex.among(self.s, Link.message_id, part),
-                        Link.created_by == MATCHER,
-                        ~Link.tombstone,
-                    )
-                )
-                .all()
-            )
-            for lid, mid, kind, target, method, conf, why in rows:
-                if mid is not None:
-                    out[(mid, kind, target)] = (lid, method, round(float(conf), 3), why)
+        for part in linkindex.parts(self.s, seen):
+            for lid, mid, kind, target, method, conf, why in linkindex.raw_rows(
+                self.s,
+                "SELECT id, message_id, target_kind, target_id, method, confidence, explanation "
+                f"FROM links WHERE created_by = '{MATCHER}' AND NOT tombstone "
+                "AND message_id {}",
+                part,
+            ):
+                out[(mid, kind, target)] = (lid, method, round(float(conf), 3), why)
         return out
 
+    def _old_states(self, mids: Sequence[int]) -> dict[int, tuple[str, str]]:
+        """The stored verdicts (reason, detail) of these messages, read once per chunk."""
+        if self._states is not None:
+            return self._states
+        old: dict[int, tuple[str, str]] = {}
+        for part in linkindex.parts(self.s, mids):
+            old.update(
+                (mid, (reason, detail))
+                for mid, reason, detail in linkindex.raw_rows(
+                    self.s,
+                    "SELECT message_id, reason, detail FROM match_states WHERE message_id {}",
+                    part,
+                )
+            )
+        self._states = old
+        return old
+
     def links(self, verdicts: list[matcher.ThreadVerdict], thread_of: dict[int, int]) -> None:
-        old = self._existing_links(sorted(thread_of))
+        mids = sorted(thread_of)
+        old = self._existing_links(mids)
+        matched_before = self._old_states(mids)
         now = driver_time(self.s, models.utcnow())
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         keep: set[tuple[int, str, int]] = set()
         changed = 0
+        collect = self.collect
         for tv in verdicts:
             for mv in tv.messages:
+                mid = mv.message_id
+                if mid not in matched_before:  # new mail (most of a sync batch): all added
+                    tid = thread_of[mid]
+                    inserts.extend(
+                        (mid, tid, d.kind, d.target_id, d.method, d.confidence, d.explanation,
+                         False, MATCHER, now)
+                        for d in mv.links
+                    )  # fmt: skip
+                    if collect:
+                        for d in mv.links:
+                            self._note(Change(mid, "add", d.kind, d.target_id, d.method))
+                    continue
                 for d in mv.links:
-                    key = (mv.message_id, d.kind, d.target_id)
+                    key = (mid, d.kind, d.target_id)
                     keep.add(key)
                     conf = round(d.confidence, 3)
                     prev = old.get(key)
                     if prev is None:
                         inserts.append(
-                            (mv.message_id, thread_of[mv.message_id], d.kind, d.target_id,
+                            (mid, thread_of[mid], d.kind, d.target_id,
                              d.method, conf, d.explanation, False, MATCHER, now)
                         )  # fmt: skip
-                        self._note(Change(mv.message_id, "add", d.kind, d.target_id, d.method))
+                        self._note(Change(mid, "add", d.kind, d.target_id, d.method))
                     elif prev[1:] != (d.method, conf, d.explanation):
                         updates.append((d.method, conf, d.explanation, prev[0]))
                         if prev[1:3] != (d.method, conf):  # a new wording is not a change
                             changed += 1
                             self._note(
-                                Change(mv.message_id, "change", d.kind, d.target_id, d.method,
+                                Change(mid, "change", d.kind, d.target_id, d.method,
                                        prev[1], d.explanation)
                             )  # fmt: skip
         removed = [(key, v) for key, v in old.items() if key not in keep]
@@ -216,19 +240,7 @@ class Output:
         bulk_insert(self.s, "links", _LINK_COLUMNS, inserts, "ON CONFLICT DO NOTHING")
 
     def states(self, verdicts: list[matcher.ThreadVerdict]) -> None:
-        mids = [mv.message_id for tv in verdicts for mv in tv.messages]
-        old: dict[int, tuple[str, str]] = {}
-        for part in linkindex.parts(self.s, mids):
-            rows = (
-                self.s.connection()
-                .execute(
-                    sa.select(MatchState.message_id, MatchState.reason, MatchState.detail).where(
-                        linkindex.among(self.s, MatchState.message_id, part)
-                    )
-                )
-                .all()
-            )
-            old.update((mid, (reason, detail)) for mid, reason, detail in rows)
+        old = self._old_states([mv.message_id for tv in verdicts for mv in tv.messages])
         now = driver_time(self.s, models.utcnow())
         rows_out = []
         for tv in verdicts:
@@ -252,13 +264,12 @@ class Output:
         s, r = self.s, ReviewItem
         existing = {
             tid: (rid, status, candidates, why)
-            for rid, tid, status, candidates, why in s.connection()
-            .execute(
-                sa.select(r.id, r.thread_id, r.status, r.candidates, r.explanation).where(
-                    linkindex.among(s, r.thread_id, chunk), r.kind == "opportunity"
-                )
+            for rid, tid, status, candidates, why in linkindex.raw_rows(
+                s,
+                "SELECT id, thread_id, status, candidates, explanation FROM review_items "
+                "WHERE kind = 'opportunity' AND thread_id {}",
+                chunk,
             )
-            .all()
         }
         now = models.utcnow()
         closed: list[int] = []
@@ -317,14 +328,9 @@ class Output:
                         latest[d.target_id] = t
         if not latest:
             return
-        table = store.table(models.Opportunity)
-        at = sa.bindparam("at", type_=models.UTCDateTime())
-        self.s.connection().execute(
-            sa.update(table)
-            .where(
-                table.c.id == sa.bindparam("oid"),
-                sa.or_(table.c.last_activity_at.is_(None), table.c.last_activity_at < at),
-            )
-            .values(last_activity_at=at),
-            [{"oid": k, "at": v} for k, v in latest.items()],
+        mark = "?" if self.s.get_bind().dialect.name == "sqlite" else "%s"
+        self.s.connection().exec_driver_sql(
+            f"UPDATE opportunities SET last_activity_at = {mark} WHERE id = {mark} "
+            f"AND (last_activity_at IS NULL OR last_activity_at < {mark})",
+            [(at, oid, at) for oid, at in ((k, driver_time(self.s, v)) for k, v in latest.items())],
         )

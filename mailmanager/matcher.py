@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from mailmanager import matchfacts, normalize
 from mailmanager.matchfacts import (
@@ -84,15 +84,18 @@ REASONS = (
     "system_sender",
     "unknown",
 )
+MEMO_MAX = 200_000  # entries of the per-address memos; a daemon's run lasts for months
 _ROLES = frozenset({"from", "reply_to", "to", "cc", "bcc"})  # not "sender", the submitter
 
 
-@dataclass(frozen=True)
-class _Evidence:
-    method: str
-    confidence: float
-    explanation: str
-    source: str  # the Message-ID of the message that gave it, "" for manual thread links
+class _Address(NamedTuple):
+    """What one external address (in one role) says, the same for every message: memoised
+    on the index, which is the same for a whole run (and, cached, for many)."""
+
+    decisions: tuple[LinkDecision, ...]  # its contact and company, or a company by domain
+    note: str  # for the message's detail, "" when none
+    unknown: bool  # a person who is no contact: for the suggestions queue
+    company: int | None  # that person's company by domain
 
 
 # Memoised: a run asks about the same few thousand addresses again and again.
@@ -108,6 +111,8 @@ def is_own(key: str, policy: Policy) -> bool:
         own = key in policy.own_addresses or any(
             d in policy.own_domains for d in matchfacts.suffixes(key.rpartition("@")[2])
         )
+        if len(policy.own_memo) >= MEMO_MAX:
+            policy.own_memo.clear()
         policy.own_memo[key] = own
     return own
 
@@ -147,44 +152,66 @@ def _gate(m: MessageFacts, policy: Policy, unlink_all: bool) -> tuple[str, str, 
     return "", "", externals
 
 
+def _address(key: str, role: str, ix: Index) -> _Address:
+    memo = ix.address_memo.get((key, role))
+    if memo is not None:
+        return memo  # type: ignore[no-any-return]
+    contact = ix.contacts.get(key)
+    if contact is not None:
+        why = f"{key} ({role}) is this contact's"
+        found = [LinkDecision("contact", contact, "address", ADDRESS, why)]
+        company = ix.contact_company.get(contact)
+        if company is not None:
+            why = f"company of contact #{contact}"
+            found.append(LinkDecision("company", company, "contact", CONTACT, why))
+        memo = _Address(tuple(found), "", False, None)
+    elif _is_robot(key):
+        memo = _Address((), f"{key}: system sender", False, None)
+    else:
+        company, why = ix.company_for_domain(key.rpartition("@")[2])
+        by_domain: tuple[LinkDecision, ...] = ()
+        if company is not None:
+            why_link = f"domain {why} of {key} ({role})"
+            by_domain = (LinkDecision("company", company, "domain", DOMAIN, why_link),)
+        if _is_role(key):
+            memo = _Address(by_domain, "", False, company)
+        else:
+            note = f"{key}: not a contact" + ("" if company else f" ({why})")
+            memo = _Address(by_domain, note, True, company)
+    if len(ix.address_memo) >= MEMO_MAX:
+        ix.address_memo.clear()
+    ix.address_memo[(key, role)] = memo
+    return memo
+
+
 def _message_evidence(
     m: MessageFacts, externals: list[Party], ix: Index, policy: Policy
-) -> tuple[dict[tuple[str, int], _Evidence], list[tuple[Party, int | None]], list[str]]:
+) -> tuple[dict[tuple[str, int], LinkDecision], list[tuple[Party, int | None]], list[str]]:
     """Targets found in the message itself, unknown persons, and notes for the detail."""
-    found: dict[tuple[str, int], _Evidence] = {}
+    found: dict[tuple[str, int], LinkDecision] = {}
     unknown: list[tuple[Party, int | None]] = []
     notes: list[str] = []
-
-    def add(kind: str, target: int, method: str, conf: float, why: str) -> None:
-        old = found.get((kind, target))
-        if old is None or old.confidence < conf:
-            found[(kind, target)] = _Evidence(method, conf, why, m.message_id)
-
     for match in policy.opportunity_pattern.finditer(m.subject):
         ref = match.group(1) if match.groups() else match.group(0)
         opp_id = ix.opp_by_ref.get(ref.upper())
         if opp_id is None:
             notes.append(f"subject tag {ref} is no opportunity")
-        else:
-            add("opportunity", opp_id, "subject_tag", SUBJECT_TAG, f"subject tag {ref}")
+        elif ("opportunity", opp_id) not in found:
+            why = f"subject tag {ref}"
+            found[("opportunity", opp_id)] = LinkDecision(
+                "opportunity", opp_id, "subject_tag", SUBJECT_TAG, why
+            )
     for p in externals:
-        contact = ix.contacts.get(p.key)
-        if contact is not None:
-            add("contact", contact, "address", ADDRESS, f"{p.key} ({p.role}) is this contact's")
-            company = ix.contact_company.get(contact)
-            if company is not None:
-                add("company", company, "contact", CONTACT, f"company of contact #{contact}")
-            continue
-        if _is_robot(p.key):
-            notes.append(f"{p.key}: system sender")
-            continue
-        domain = p.key.rpartition("@")[2]
-        company, why = ix.company_for_domain(domain)
-        if company is not None:
-            add("company", company, "domain", DOMAIN, f"domain {why} of {p.key} ({p.role})")
-        if not _is_role(p.key):
-            unknown.append((p, company))
-            notes.append(f"{p.key}: not a contact" + ("" if company else f" ({why})"))
+        address = _address(p.key, p.role, ix)
+        for d in address.decisions:
+            key = (d.kind, d.target_id)
+            old = found.get(key)
+            if old is None or old.confidence < d.confidence:
+                found[key] = d
+        if address.note:
+            notes.append(address.note)
+        if address.unknown:
+            unknown.append((p, address.company))
     return found, unknown, notes
 
 
@@ -249,7 +276,10 @@ def match_thread(thread: ThreadFacts, ix: Index, policy: Policy) -> ThreadVerdic
     thread_tombs = {(k.kind, k.target_id) for k in thread.marks if k.tombstone and not k.message_id}
     msg_tombs: dict[int, set[tuple[str, int]]] = {}
     manual_on: dict[int, set[tuple[str, int]]] = {}
-    pooled: dict[tuple[str, int], _Evidence] = {}
+    # The thread's pool: each target with its strongest decision, and the Message-ID of
+    # the message that gave it ("" for manual links), in the order they were first found.
+    pooled: dict[tuple[str, int], LinkDecision] = {}
+    source: dict[tuple[str, int], str] = {}
     for k in thread.marks:
         key = (k.kind, k.target_id)
         if k.tombstone and k.message_id is not None:
@@ -259,28 +289,34 @@ def match_thread(thread: ThreadFacts, ix: Index, policy: Policy) -> ThreadVerdic
                 manual_on.setdefault(k.message_id, set()).add(key)
             why = f"linked by hand{f' by {k.by}' if k.by else ''}"
             where = "on the thread" if k.message_id is None else "on a message of the thread"
-            pooled[key] = _Evidence("manual", MANUAL, f"{why} {where}", "")
+            pooled[key] = LinkDecision(k.kind, k.target_id, "manual", MANUAL, f"{why} {where}")
+            source[key] = ""
     unlink_all_thread = ("any", 0) in thread_tombs
 
     ordered = sorted(
         thread.messages, key=lambda m: (m.sent_at is None, m.sent_at or datetime.min, m.id)
     )
     gates: dict[int, tuple[str, str]] = {}
-    own: dict[int, dict[tuple[str, int], _Evidence]] = {}
+    own: dict[int, dict[tuple[str, int], LinkDecision]] = {}
     unknown: dict[int, list[tuple[Party, int | None]]] = {}
     notes: dict[int, list[str]] = {}
     for m in ordered:
-        tombs = msg_tombs.get(m.id, set())
-        reason, detail, externals = _gate(m, policy, unlink_all_thread or ("any", 0) in tombs)
+        tombs = msg_tombs.get(m.id)
+        unlink_all = unlink_all_thread or (tombs is not None and ("any", 0) in tombs)
+        reason, detail, externals = _gate(m, policy, unlink_all)
         gates[m.id] = (reason, detail)
         if reason:
             continue
         found, unknown[m.id], notes[m.id] = _message_evidence(m, externals, ix, policy)
-        found = {k: e for k, e in found.items() if k not in tombs and k not in thread_tombs}
+        if tombs or thread_tombs:
+            gone = thread_tombs | (tombs or set())
+            found = {k: d for k, d in found.items() if k not in gone}
         own[m.id] = found
-        for key, ev in found.items():
-            if key not in pooled or pooled[key].confidence < ev.confidence:
-                pooled[key] = ev
+        for key, d in found.items():
+            old = pooled.get(key)
+            if old is None or old.confidence < d.confidence:
+                pooled[key] = d
+                source[key] = m.message_id
 
     eligible = [m for m in ordered if not gates[m.id][0]]
     review: ReviewRequest | None = None
@@ -291,49 +327,52 @@ def match_thread(thread: ThreadFacts, ix: Index, policy: Policy) -> ThreadVerdic
         banned = {t for kind, t in thread_tombs if kind == "opportunity"}
         moments = eligible if policy.multiple == "most_recent" else eligible[:1]
         for m in moments:
-            opps, source = _candidates(contacts, companies, m.sent_at, ix, policy, banned)
-            decided, note = _choose(opps, source, policy, m.sent_at)
+            opps, origin = _candidates(contacts, companies, m.sent_at, ix, policy, banned)
+            decided, note = _choose(opps, origin, policy, m.sent_at)
             if note:
                 review = ReviewRequest(tid, tuple(o.id for o in opps), note)
             if policy.multiple == "most_recent":
                 policy_links[m.id] = decided
             else:  # decided for the thread at its first message: the others inherit it
                 for d in decided:
-                    ev = _Evidence(d.method, d.confidence, d.explanation, m.message_id)
-                    pooled[(d.kind, d.target_id)] = own[m.id][(d.kind, d.target_id)] = ev
+                    key = (d.kind, d.target_id)
+                    pooled[key] = own[m.id][key] = d
+                    source[key] = m.message_id
+
+    # What a message without evidence of its own gets for each pooled target: the same for
+    # every message of the thread, so made once.
+    inherited: dict[tuple[str, int], LinkDecision] = {}
+    for key, d in pooled.items():
+        if d.method == "manual":
+            inherited[key] = d
+        else:
+            why = f"thread continuity: {source[key]} links it ({d.method}: {d.explanation})"
+            inherited[key] = LinkDecision(*key, "thread", min(THREAD, d.confidence), why)
 
     verdicts = []
     for m in ordered:
         reason, detail = gates[m.id]
-        has_manual = bool(manual_on.get(m.id))
+        manual = manual_on.get(m.id)
         if reason:
-            if has_manual:
+            if manual:
                 detail = f"linked by hand; automatic rules skip it ({reason}: {detail})"
                 reason = "linked"
             verdicts.append(MessageVerdict(m.id, (), reason, detail))
             continue
-        tombs = msg_tombs.get(m.id, set())
-        links: list[LinkDecision] = []
         mine = own[m.id]
-        for key, ev in pooled.items():
-            if key in tombs or key in manual_on.get(m.id, ()):
-                continue
-            direct = mine.get(key)
-            if direct is not None:
-                links.append(
-                    LinkDecision(*key, direct.method, direct.confidence, direct.explanation)
-                )
-            elif ev.method == "manual":
-                links.append(LinkDecision(*key, "manual", MANUAL, ev.explanation))
-            else:
-                conf = min(THREAD, ev.confidence)
-                why = f"thread continuity: {ev.source} links it ({ev.method}: {ev.explanation})"
-                links.append(LinkDecision(*key, "thread", conf, why))
-        links.extend(d for d in policy_links.get(m.id, ()) if (d.kind, d.target_id) not in tombs)
+        tombs = msg_tombs.get(m.id)
+        if tombs or manual:
+            gone = tombs or set()
+            skip = gone | (manual or set())
+            links = [mine.get(k) or d for k, d in inherited.items() if k not in skip]
+            links.extend(d for d in policy_links.get(m.id, ()) if (d.kind, d.target_id) not in gone)
+        else:
+            links = [mine.get(k) or d for k, d in inherited.items()]
+            links.extend(policy_links.get(m.id, ()))
         note = "; ".join(notes[m.id])
         if review is not None:
             note = f"{note}; opportunity to review: {review.explanation}".lstrip("; ")
-        if links or has_manual:
+        if links or manual:
             verdicts.append(
                 MessageVerdict(m.id, tuple(links), "linked", note, tuple(unknown[m.id]))
             )

@@ -1,8 +1,9 @@
 """The plain values the matching cascade reads and returns (see `mailmanager.matcher`).
 
 Facts about threads, messages and participants; the in-memory `Index` of the CRM that
-`linkindex` builds; the `Policy` from `[matcher]`; and the decisions. All frozen, except the
-index and the memo tables that make repeated look-ups cheap within a run.
+`linkindex` builds; the `Policy` from `[matcher]`; and the decisions. All immutable (named
+tuples, cheap to make by the hundred thousand), except the index and the memo tables that
+make repeated look-ups cheap within a run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 from mailmanager import normalize
 
@@ -65,8 +67,7 @@ class Policy:
     own_memo: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
-class Party:
+class Party(NamedTuple):
     """A participant of a message: role, match key, address as stored, display name."""
 
     role: str
@@ -75,8 +76,7 @@ class Party:
     name: str = ""
 
 
-@dataclass(frozen=True)
-class MessageFacts:
+class MessageFacts(NamedTuple):
     id: int
     thread_id: int
     message_id: str
@@ -88,8 +88,7 @@ class MessageFacts:
     owners: frozenset[str] = frozenset()  # users whose mailboxes hold it
 
 
-@dataclass(frozen=True)
-class Mark:
+class Mark(NamedTuple):
     """A manual link or tombstone; `message_id` None means the whole thread."""
 
     kind: str  # contact, company, opportunity; "any" for an unlink-everything tombstone
@@ -99,8 +98,7 @@ class Mark:
     by: str = ""
 
 
-@dataclass(frozen=True)
-class ThreadFacts:
+class ThreadFacts(NamedTuple):
     thread_id: int
     messages: tuple[MessageFacts, ...]
     marks: tuple[Mark, ...] = ()
@@ -144,6 +142,8 @@ class Index:
     contact_opps: dict[int, tuple[int, ...]] = field(default_factory=dict)
     company_opps: dict[int, tuple[int, ...]] = field(default_factory=dict)
     _domain_memo: dict[str, tuple[int | None, str]] = field(default_factory=dict, repr=False)
+    # (address, role) → what it says (`matcher._address`); cleared when `contacts` changes.
+    address_memo: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
     def company_for_domain(self, domain: str) -> tuple[int | None, str]:
         """(company id or None, the domain that matched or why none did)."""
@@ -175,8 +175,7 @@ def _company_for_domain(domain: str, companies: Mapping[str, int]) -> tuple[int 
     return None, f"no company has the domain {registrable}"
 
 
-@dataclass(frozen=True)
-class LinkDecision:
+class LinkDecision(NamedTuple):
     kind: str
     target_id: int
     method: str
@@ -184,8 +183,7 @@ class LinkDecision:
     explanation: str
 
 
-@dataclass(frozen=True)
-class MessageVerdict:
+class MessageVerdict(NamedTuple):
     message_id: int
     links: tuple[LinkDecision, ...]
     reason: str
@@ -193,23 +191,20 @@ class MessageVerdict:
     unknown: tuple[tuple[Party, int | None], ...] = ()  # (person, company by domain)
 
 
-@dataclass(frozen=True)
-class ReviewRequest:
+class ReviewRequest(NamedTuple):
     thread_id: int
     candidates: tuple[int, ...]
     explanation: str
     kind: str = "opportunity"
 
 
-@dataclass(frozen=True)
-class ThreadVerdict:
+class ThreadVerdict(NamedTuple):
     thread_id: int
     messages: tuple[MessageVerdict, ...]
     review: ReviewRequest | None = None
 
 
-@dataclass(frozen=True)
-class NewContact:
+class NewContact(NamedTuple):
     key: str
     name: str
     company_id: int | None

@@ -163,6 +163,16 @@ class Opportunity(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class CrmGeneration(Base):
+    """One row whose token changes, by database triggers, whenever the CRM data the matcher
+    reads changes (see `mailmanager.crmcache`): a cached copy of the CRM is current while the
+    token it was loaded with is still the stored one."""
+
+    __tablename__ = "crm_generation"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    token: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class OpportunityContact(Base):
     __tablename__ = "opportunity_contacts"
     opportunity_id: Mapped[int] = mapped_column(
@@ -331,9 +341,9 @@ class Link(Base):
         Index("ix_links_target", "target_kind", "target_id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
-    message_id: Mapped[int | None] = mapped_column(
-        ForeignKey("messages.id", ondelete="CASCADE"), index=True
-    )
+    # Looked up by the unique constraint, which starts with it (no index of its own: one
+    # fewer b-tree for each of the hundreds of thousands of rows the matcher writes).
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
     thread_id: Mapped[int | None] = mapped_column(ForeignKey("threads.id"), index=True)
     target_kind: Mapped[str] = mapped_column(String(16))  # contact, company, opportunity
     target_id: Mapped[int] = mapped_column(Integer)

@@ -8,8 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from mailmanager import linkindex, matcher, models, store
-from mailmanager.models import Contact, ContactEmail, Message, Participant, Suggestion
+from mailmanager import linkindex, linkwrite, matcher, models, store
+from mailmanager.models import Contact, ContactEmail, Suggestion
 
 
 def create_contacts(s: Session, new: Sequence[matcher.NewContact]) -> dict[str, int]:
@@ -46,6 +46,29 @@ def create_contacts(s: Session, new: Sequence[matcher.NewContact]) -> dict[str, 
     return {c.key: cid for c, cid in zip(new, ids, strict=True)}
 
 
+_STATS = (
+    "SELECT p.email, count(DISTINCT m.id), "
+    "count(DISTINCT CASE WHEN m.direction = 'outbound' THEN m.id END), "
+    "min(m.sent_at), max(m.sent_at) "
+    "FROM participants p JOIN messages m ON m.id = p.message_id "
+    "WHERE m.direction <> 'internal' "
+    "AND NOT (m.is_bulk OR m.is_auto_reply OR m.is_out_of_office OR m.is_bounce) "
+    "AND p.email {} GROUP BY p.email"
+)
+_COLUMNS = (
+    ("email", "text"),
+    ("name", "text"),
+    ("company_id", "int"),
+    ("messages", "int"),
+    ("sent", "int"),
+    ("first_seen", "timestamp"),
+    ("last_seen", "timestamp"),
+    ("status", "text"),
+    ("updated_at", "timestamp"),
+)
+_REFRESH = ("name", "company_id", "messages", "sent", "first_seen", "last_seen", "updated_at")
+
+
 def write_suggestions(
     s: Session,
     verdicts: Sequence[matcher.ThreadVerdict],
@@ -56,14 +79,12 @@ def write_suggestions(
 
     Counts are recomputed from the stored messages (noise and internal mail excluded), so
     matching the same mail again never inflates them. Addresses that are contacts now
-    leave the queue.
+    leave the queue. Plain SQL: this runs after every sync batch.
     """
     known = {p.key for t in facts for m in t.messages for p in m.parties if p.key in ix.contacts}
     for part in linkindex.parts(s, sorted(known)):
-        s.connection().execute(
-            sa.delete(Suggestion).where(
-                linkindex.among(s, Suggestion.email, part), Suggestion.status == "pending"
-            )
+        linkindex.raw_execute(
+            s, "DELETE FROM suggestions WHERE status = 'pending' AND email {}", part
         )
     people: dict[str, tuple[str, int | None]] = {}
     raw_to_key: dict[str, str] = {}
@@ -77,57 +98,24 @@ def write_suggestions(
                 people[party.key] = (name or party.name, company)
     if not people:
         return 0
+    # Dates stay as the driver gives them (text on SQLite, in a format that sorts as the
+    # dates do) and go back the same way.
     stats: dict[str, list[Any]] = {}
-    m, p = Message, Participant
     for part in linkindex.parts(s, sorted(raw_to_key)):
-        for email, n, sent, first, last in (
-            s.connection()
-            .execute(
-                sa.select(
-                    p.email,
-                    sa.func.count(sa.distinct(m.id)),
-                    sa.func.count(sa.distinct(sa.case((m.direction == "outbound", m.id)))),
-                    sa.func.min(m.sent_at),
-                    sa.func.max(m.sent_at),
-                )
-                .join(m, m.id == p.message_id)
-                .where(
-                    linkindex.among(s, p.email, part),
-                    m.direction != "internal",
-                    ~(m.is_bulk | m.is_auto_reply | m.is_out_of_office | m.is_bounce),
-                )
-                .group_by(p.email)
-            )
-            .all()
-        ):
+        for email, n, sent, first, last in linkindex.raw_rows(s, _STATS, part):
             acc = stats.setdefault(raw_to_key[email], [0, 0, None, None])
             acc[0] += n
             acc[1] += sent
             acc[2] = first if acc[2] is None or (first and first < acc[2]) else acc[2]
             acc[3] = last if acc[3] is None or (last and last > acc[3]) else acc[3]
-    now = models.utcnow()
+    now = linkwrite.driver_time(s, models.utcnow())
     rows = []
     for key, (name, company) in people.items():
         n, sent, first, last = stats.get(key, [0, 0, None, None])
-        rows.append(
-            {
-                "email": key,
-                "name": name[:300],
-                "company_id": company,
-                "messages": n,
-                "sent": sent,
-                "first_seen": first,
-                "last_seen": last,
-                "status": "pending",
-                "updated_at": now,
-            }
-        )
-    store.upsert(
-        s,
-        store.table(Suggestion),
-        rows,
-        keys=("email",),
-        update=("name", "company_id", "messages", "sent", "first_seen", "last_seen", "updated_at"),
+        rows.append((key, name[:300], company, n, sent, first, last, "pending", now))
+    refresh = ", ".join(f"{c} = excluded.{c}" for c in _REFRESH)
+    linkwrite.bulk_insert(
+        s, "suggestions", _COLUMNS, rows, f"ON CONFLICT (email) DO UPDATE SET {refresh}"
     )
     return len(rows)
 

@@ -79,6 +79,7 @@ def _truncate_pg(url: str) -> None:
     tables = ", ".join(f'"{t.name}"' for t in models.Base.metadata.sorted_tables)
     with engine.begin() as conn:
         conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        conn.exec_driver_sql("INSERT INTO crm_generation (id, token) VALUES (1, 0)")
     engine.dispose()
 
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.memory import MemoryConnector
-from mailmanager import config, curation, linking, models, normalize, spi, sync
+from mailmanager import config, crmcache, curation, linking, models, normalize, spi, sync
 from mailmanager.models import Link, MatchState, Message, ReviewItem, Suggestion
 from tests.conftest import ConfigWriter
 from tests.mailgen import T0, day, make
@@ -200,8 +200,18 @@ def score(
     return hits / max(len(p), 1), hits / max(len(t), 1)
 
 
+@pytest.fixture(params=["chunk-index", "cached-crm"])
+def crm_index(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each chunk reads the part of the CRM it needs, or (from the first batch on, as a
+    busy process does) the whole CRM is loaded once and kept while it is unchanged: the
+    retro-linking below then depends on the database triggers that renew its token."""
+    if request.param == "cached-crm":
+        monkeypatch.setattr(crmcache, "WHOLE_ABOVE", 0)
+    return str(request.param)
+
+
 @pytest.fixture
-def setup(db_url: str, write_config: ConfigWriter, factory: sessionmaker[Session]):  # type: ignore[no-untyped-def]
+def setup(db_url: str, write_config: ConfigWriter, factory: sessionmaker[Session], crm_index: str):  # type: ignore[no-untyped-def]
     name = f"scen-{uuid.uuid4().hex[:8]}"
     path = write_config(
         db_url,
