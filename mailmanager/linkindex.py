@@ -221,34 +221,44 @@ def _fill_opps(
     ix.contact_opps.update((k, tuple(v)) for k, v in by_contact.items())
 
 
+def _all_rows(s: Session, sql: str) -> list[tuple[Any, ...]]:
+    cursor = s.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql)
+        return cursor.fetchall()  # type: ignore[no-any-return]
+    finally:
+        cursor.close()
+
+
 def load_all(s: Session) -> matcher.Index:
-    """The whole CRM as an in-memory index (for full re-matches)."""
+    """The whole CRM as an in-memory index (for full re-matches, and `crmcache`): read
+    straight from the driver, a few hundred thousand rows."""
     ix = matcher.Index()
-    for email, cid, company in (
-        s.connection()
-        .execute(
-            sa.select(ContactEmail.email, ContactEmail.contact_id, Contact.company_id).join(
-                Contact, Contact.id == ContactEmail.contact_id
-            )
-        )
-        .all()
+    for email, cid, company in _all_rows(
+        s,
+        "SELECT e.email, e.contact_id, c.company_id FROM contact_emails e "
+        "JOIN contacts c ON c.id = e.contact_id",
     ):
         ix.contacts[email] = cid
         ix.contact_company[cid] = company
-    ix.companies.update(
-        (d, c)
-        for d, c in s.connection()
-        .execute(sa.select(CompanyDomain.domain, CompanyDomain.company_id))
-        .all()
+    ix.companies.update(_all_rows(s, "SELECT domain, company_id FROM company_domains"))
+    members = _all_rows(s, "SELECT opportunity_id, contact_id FROM opportunity_contacts")
+    when = _driver_utc(s)
+
+    def at(value: Any) -> datetime:
+        moment = when(value)
+        assert moment is not None  # created_at is NOT NULL
+        return moment
+
+    opps = (
+        matcher.Opp(oid, ref, company, stage == "open", at(created), when(closed), when(last))
+        for oid, ref, company, stage, created, closed, last in _all_rows(
+            s,
+            "SELECT id, reference, company_id, stage, created_at, closed_at, last_activity_at "
+            "FROM opportunities",
+        )
     )
-    members = s.connection().execute(
-        sa.select(OpportunityContact.opportunity_id, OpportunityContact.contact_id)
-    )
-    _fill_opps(
-        ix,
-        (_opp(r) for r in s.connection().execute(sa.select(*_OPP_COLUMNS))),
-        [(o, c) for o, c in members],
-    )
+    _fill_opps(ix, opps, members)
     return ix
 
 

@@ -120,10 +120,16 @@ def is_own(key: str, policy: Policy) -> bool:
 def _externals(m: MessageFacts, policy: Policy) -> list[Party]:
     seen: set[str] = set()
     out = []
+    memo = policy.own_memo
     for p in m.parties:
-        if p.role in _ROLES and p.key not in seen and not is_own(p.key, policy):
-            seen.add(p.key)
-            out.append(p)
+        key = p.key
+        if p.role in _ROLES and key not in seen:
+            own = memo.get(key)
+            if own is None:
+                own = is_own(key, policy)
+            if not own:
+                seen.add(key)
+                out.append(p)
     return out
 
 
@@ -131,16 +137,17 @@ def _gate(m: MessageFacts, policy: Policy, unlink_all: bool) -> tuple[str, str, 
     """(reason, detail, external parties): reason "" when the message may be linked."""
     if unlink_all:
         return "unlinked_manually", "unlinked by hand (not CRM-relevant)", []
-    for flag, reason in NOISE_FLAGS:
-        if flag in m.flags:
-            return reason, f"classified {flag.replace('_', '-')}: noise links to no one", []
+    if m.flags:
+        for flag, reason in NOISE_FLAGS:
+            if flag in m.flags:
+                return reason, f"classified {flag.replace('_', '-')}: noise links to no one", []
     if m.direction == "internal":
         return "internal", "every participant is internal", []
     externals = _externals(m, policy)
     if not externals:
         return "no_external", "no participant outside the organization", []
     lists: list[Blocklist] = []
-    if policy.blocklist or policy.user_blocklists:
+    if policy.blocklist.addresses or policy.blocklist.domains or policy.user_blocklists:
         lists = [policy.blocklist, *(policy.user_blocklists.get(u, Blocklist()) for u in m.owners)]
         lists = [b for b in lists if b]
     if lists:
@@ -293,8 +300,10 @@ def match_thread(thread: ThreadFacts, ix: Index, policy: Policy) -> ThreadVerdic
             source[key] = ""
     unlink_all_thread = ("any", 0) in thread_tombs
 
-    ordered = sorted(
-        thread.messages, key=lambda m: (m.sent_at is None, m.sent_at or datetime.min, m.id)
+    ordered = (
+        sorted(thread.messages, key=lambda m: (m.sent_at is None, m.sent_at or datetime.min, m.id))
+        if len(thread.messages) > 1
+        else thread.messages
     )
     gates: dict[int, tuple[str, str]] = {}
     own: dict[int, dict[tuple[str, int], LinkDecision]] = {}
