@@ -135,16 +135,18 @@ def load_threads(
     ):
         msgs[row[0]] = row
         parties[row[0]] = []
-    # The biggest read of a run: straight from the driver, without per-row processing.
-    for mid, role, email, name in raw_rows(
-        s,
-        "SELECT p.message_id, p.role, p.email, p.name FROM participants p "
-        "JOIN messages m ON m.id = p.message_id WHERE m.thread_id {}",
-        thread_ids,
-    ):
-        party = _party(role, email, name, strip_plus)
-        if party is not None and mid in parties:
-            parties[mid].append(party)
+    # The biggest read of a run: by message id (an index seek each, no join), straight
+    # from the driver, without per-row processing.
+    for part in parts(s, list(msgs)):
+        for mid, role, email, name in raw_rows(
+            s,
+            "SELECT message_id, role, email, name FROM participants WHERE message_id {} "
+            "ORDER BY message_id, id",  # header order: the detail text lists people in it
+            part,
+        ):
+            party = _party(role, email, name, strip_plus)
+            if party is not None:
+                parties[mid].append(party)
     owners: dict[int, set[str]] = {}
     if with_owners:
         for mid, email in raw_rows(
