@@ -191,6 +191,18 @@ def _address(key: str, role: str, ix: Index) -> _Address:
     return memo
 
 
+def _references(subject: str, policy: Policy) -> tuple[str, ...]:
+    """The opportunity references the configured pattern finds in a raw subject."""
+    refs = tuple(
+        found.group(1) if found.groups() else found.group(0)
+        for found in policy.opportunity_pattern.finditer(subject)
+    )
+    if len(policy.subject_memo) >= MEMO_MAX:
+        policy.subject_memo.clear()
+    policy.subject_memo[subject] = refs
+    return refs
+
+
 def _message_evidence(
     m: MessageFacts, externals: list[Party], ix: Index, policy: Policy
 ) -> tuple[dict[tuple[str, int], LinkDecision], list[tuple[Party, int | None]], list[str]]:
@@ -198,8 +210,10 @@ def _message_evidence(
     found: dict[tuple[str, int], LinkDecision] = {}
     unknown: list[tuple[Party, int | None]] = []
     notes: list[str] = []
-    for match in policy.opportunity_pattern.finditer(m.subject):
-        ref = match.group(1) if match.groups() else match.group(0)
+    refs = policy.subject_memo.get(m.subject)
+    if refs is None:
+        refs = _references(m.subject, policy)
+    for ref in refs:
         opp_id = ix.opp_by_ref.get(ref.upper())
         if opp_id is None:
             notes.append(f"subject tag {ref} is no opportunity")

@@ -65,6 +65,10 @@ class Policy:
     user_blocklists: Mapping[str, Blocklist] = field(default_factory=dict)
     auto_create: str = "none"
     own_memo: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+    # raw subject → the references the pattern finds in it (a thread repeats its subject)
+    subject_memo: dict[str, tuple[str, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 class Party(NamedTuple):
