@@ -81,6 +81,7 @@ def follow_up_once(
     report = PassReport()
     if cfg.reminders.enabled:
         with store.session_scope(factory) as s:
+            store.write_first(s)
             evaluation = reminders.evaluate(s, cfg, models.utcnow())
         report.evaluated_threads = evaluation.threads
         report.reminder_changes = dict(evaluation.counts)
@@ -105,6 +106,7 @@ def evaluate_job(cfg: config_mod.Config, factory: sessionmaker[Session]) -> None
     """Create and cancel reminders over every thread (the rules are in `reminders`)."""
     try:
         with store.session_scope(factory) as s:
+            store.write_first(s)
             reminders.evaluate(s, cfg, models.utcnow())
     except Exception:  # the job boundary
         log.exception("reminder evaluation failed", extra={"action": "evaluate_crash"})

@@ -141,15 +141,8 @@ def _pg(session: Session) -> bool:
 
 
 def write_first(session: Session) -> None:
-    """On SQLite, take the write lock now, at the start of a read-then-write transaction.
-
-    In WAL mode a transaction that read, then writes after another connection committed,
-    fails at once with SQLITE_BUSY_SNAPSHOT ("database is locked"; the busy timeout does
-    not apply, https://www.sqlite.org/rescode.html#busy_snapshot). A no-op UPDATE first
-    makes it a write transaction that waits its turn. PostgreSQL needs nothing.
-    """
-    if not _pg(session):
-        session.execute(sa.text("UPDATE outbox SET id = id WHERE 0"))
+    """`store.write_first`: the outbox's read-then-write transactions take the lock first."""
+    store.write_first(session)
 
 
 def claim_one(session: Session, owner: str, now: datetime, lease: timedelta) -> OutboxEmail | None:

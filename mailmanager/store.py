@@ -203,6 +203,19 @@ def upsert(
     session.execute(stmt, list(rows))
 
 
+def write_first(session: Session) -> None:
+    """On SQLite, take the write lock now, at the start of a read-then-write transaction.
+
+    In WAL mode a transaction that read, then writes after another connection committed,
+    fails at once with SQLITE_BUSY_SNAPSHOT ("database is locked"; the busy timeout does
+    not apply, https://www.sqlite.org/rescode.html#busy_snapshot): the daemon's sync and
+    reminder jobs run side by side. A no-op UPDATE first makes it a write transaction that
+    waits its turn. PostgreSQL needs nothing.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(sa.text("UPDATE outbox SET id = id WHERE 0"))
+
+
 def chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
     """Slices of at most `size`: keeps IN lists under every backend's parameter limit."""
     for start in range(0, len(items), size):

@@ -189,6 +189,7 @@ class Syncer:
         sync_start = models.utcnow()
         report = SyncReport(mailbox=mb.name)
         with store.session_scope(self.factory) as s:
+            store.write_first(s)
             ensure_config_rows(s, self.cfg)
             s.flush()
             mailbox = s.scalars(sa.select(Mailbox).where(Mailbox.name == mb.name)).one()
@@ -244,6 +245,7 @@ class Syncer:
 
     def _folders(self, remote: list[spi.RemoteFolder], mailbox_id: int) -> list[spi.RemoteFolder]:
         with store.session_scope(self.factory) as s:
+            store.write_first(s)
             rows = {
                 f.remote_id: f
                 for f in s.scalars(sa.select(Folder).where(Folder.mailbox_id == mailbox_id))
@@ -309,6 +311,7 @@ class Syncer:
             for m, r in zip(batch.messages, results, strict=True)
         ]
         with store.session_scope(self.factory) as s:
+            store.write_first(s)
             folder = s.get(Folder, folder_id)
             assert folder is not None
             now = models.utcnow()
@@ -364,6 +367,7 @@ class Syncer:
             if self.stop.is_set():
                 return  # the rest waits for the next sync
             with store.session_scope(self.factory) as s:
+                store.write_first(s)
                 result = ingest.BatchResult(threads=set(part))
                 for hook in self.hooks:
                     hook(s, self.cfg, result)
@@ -377,6 +381,7 @@ class Syncer:
         self, mailbox_id: int, run_id: int, report: SyncReport, sync_start: datetime
     ) -> None:
         with store.session_scope(self.factory) as s:
+            store.write_first(s)
             mailbox = s.get(Mailbox, mailbox_id)
             run = s.get(models.SyncRun, run_id)
             assert mailbox is not None and run is not None

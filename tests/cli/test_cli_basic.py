@@ -122,14 +122,22 @@ def test_daemon_syncs_then_stops_cleanly_on_sigterm(
     try:
         deadline = time.monotonic() + 60
         synced = False
+        last = ""
         while time.monotonic() < deadline and not synced:
             time.sleep(0.5)
             if proc.poll() is not None:
                 break
             status = cli("status", "--json", config=cfg, check=False)
+            last = (status.stdout if status.returncode == 0 else status.stderr)[-2000:]
             if status.returncode == 0:
                 synced = json.loads(status.stdout)["totals"]["messages"] == 40
-        assert synced, "the daemon did not sync the sample mailbox within 60 s"
+        if not synced:  # say what the daemon was doing
+            proc.kill()
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(
+                f"the daemon did not sync the sample mailbox within 60 s (exit code "
+                f"{proc.returncode}); last status: {last}\ndaemon stderr:\n{err[-4000:]}"
+            )
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
