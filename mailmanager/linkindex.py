@@ -42,10 +42,11 @@ def parts(s: Session, values: Sequence[Any]) -> Iterator[Sequence[Any]]:
     return store.chunks(values, size)
 
 
-def raw_rows(s: Session, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Rows of `sql` (plain SQL whose "{}" becomes "IN (...)" or "= ANY(...)" over `values`),
-    as plain tuples straight from the driver's cursor: only for columns that need no type
-    processing. (SQLAlchemy's result rows cost more than the query on the big reads.)"""
+def raw_rows(s: Session, sql: str, values: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+    """Rows of `sql` (plain SQL whose "{}" becomes "IN (...)" or "= ANY(...)" over `values`;
+    with no `values`, run as it is), as plain tuples straight from the driver's cursor:
+    only for columns that need no type processing. (SQLAlchemy's result rows cost more
+    than the query on the big reads.)"""
     return _raw(s, sql, values, fetch=True)
 
 
@@ -54,11 +55,13 @@ def raw_execute(s: Session, sql: str, values: Sequence[Any]) -> None:
     _raw(s, sql, values, fetch=False)
 
 
-def _raw(s: Session, sql: str, values: Sequence[Any], fetch: bool) -> list[tuple[Any, ...]]:
+def _raw(s: Session, sql: str, values: Sequence[Any] | None, fetch: bool) -> list[tuple[Any, ...]]:
     conn = s.connection()
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        if conn.dialect.name == "postgresql":
+        if values is None:
+            cursor.execute(sql)
+        elif conn.dialect.name == "postgresql":
             cursor.execute(sql.format("= ANY(%s)"), (list(values),))
         else:
             marks = ", ".join("?" * len(values))
@@ -223,28 +226,19 @@ def _fill_opps(
     ix.contact_opps.update((k, tuple(v)) for k, v in by_contact.items())
 
 
-def _all_rows(s: Session, sql: str) -> list[tuple[Any, ...]]:
-    cursor = s.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(sql)
-        return cursor.fetchall()  # type: ignore[no-any-return]
-    finally:
-        cursor.close()
-
-
 def load_all(s: Session) -> matcher.Index:
     """The whole CRM as an in-memory index (for full re-matches, and `crmcache`): read
     straight from the driver, a few hundred thousand rows."""
     ix = matcher.Index()
-    for email, cid, company in _all_rows(
+    for email, cid, company in raw_rows(
         s,
         "SELECT e.email, e.contact_id, c.company_id FROM contact_emails e "
         "JOIN contacts c ON c.id = e.contact_id",
     ):
         ix.contacts[email] = cid
         ix.contact_company[cid] = company
-    ix.companies.update(_all_rows(s, "SELECT domain, company_id FROM company_domains"))
-    members = _all_rows(s, "SELECT opportunity_id, contact_id FROM opportunity_contacts")
+    ix.companies.update(raw_rows(s, "SELECT domain, company_id FROM company_domains"))
+    members = raw_rows(s, "SELECT opportunity_id, contact_id FROM opportunity_contacts")
     when = _driver_utc(s)
 
     def at(value: Any) -> datetime:
@@ -254,7 +248,7 @@ def load_all(s: Session) -> matcher.Index:
 
     opps = (
         matcher.Opp(oid, ref, company, stage == "open", at(created), when(closed), when(last))
-        for oid, ref, company, stage, created, closed, last in _all_rows(
+        for oid, ref, company, stage, created, closed, last in raw_rows(
             s,
             "SELECT id, reference, company_id, stage, created_at, closed_at, last_activity_at "
             "FROM opportunities",

@@ -191,7 +191,7 @@ def _digest(
             return
     try:
         with store.session_scope(factory) as s:
-            outbox.write_first(s)
+            store.write_first(s)
             if s.scalar(taken) is not None:
                 return
             items = reminders.due_items(s, cfg, user_id, now)
@@ -218,7 +218,7 @@ def _immediate(
     kinds = set(cfg.notifications.immediate)
     try:
         with store.session_scope(factory) as s:
-            outbox.write_first(s)
+            store.write_first(s)
             results = []
             for item in reminders.due_items(s, cfg, user_id, now):
                 if item.kind in kinds:

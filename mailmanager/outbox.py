@@ -140,11 +140,6 @@ def _pg(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def write_first(session: Session) -> None:
-    """`store.write_first`: the outbox's read-then-write transactions take the lock first."""
-    store.write_first(session)
-
-
 def claim_one(session: Session, owner: str, now: datetime, lease: timedelta) -> OutboxEmail | None:
     """Take the oldest due `pending` row under a lease; None when there is none."""
     t = store.table(OutboxEmail)
@@ -209,7 +204,7 @@ def recover(
 ) -> None:
     """Settle `sending` rows whose worker died or whose lease expired (see module doc)."""
     t = store.table(OutboxEmail)
-    write_first(session)
+    store.write_first(session)
     stmt = sa.select(OutboxEmail).where(OutboxEmail.status == "sending").order_by(OutboxEmail.id)
     if _pg(session):
         stmt = stmt.with_for_update(skip_locked=True)

@@ -7,6 +7,7 @@ PostgreSQL the PostgreSQL half skips on a user's machine, and fails when CI is s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import textwrap
@@ -47,9 +48,10 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A private PostgreSQL database for this test session, migrated once."""
+@contextlib.contextmanager
+def new_pg_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped at the end; skips the test when PostgreSQL
+    is unreachable (fails it in CI)."""
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -59,19 +61,25 @@ def pg_database() -> Iterator[str]:
         if IN_CI:
             pytest.fail(f"PostgreSQL is required in CI but unreachable at {PG_ADMIN_URL}: {exc}")
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
-    name = f"mm_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(False)
-    engine = store.make_engine(url)
-    store.upgrade(engine)
-    engine.dispose()
     try:
-        yield url
+        yield sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(False)
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A private PostgreSQL database for this test session, migrated once."""
+    with new_pg_database("mm_test") as url:
+        engine = store.make_engine(url)
+        store.upgrade(engine)
+        engine.dispose()
+        yield url
 
 
 def _truncate_pg(url: str) -> None:

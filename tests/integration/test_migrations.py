@@ -3,18 +3,16 @@ schema check refuses a database that is behind."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from mailmanager import crmcache, models, store
 from tests.cli.helpers import cli
-from tests.conftest import IN_CI, PG_ADMIN_URL, ConfigWriter
+from tests.conftest import ConfigWriter, new_pg_database
 
 
 def test_migrated_schema_matches_the_models(db_url: str) -> None:
@@ -45,25 +43,8 @@ def test_a_new_database_created_at_once_equals_a_migrated_one(tmp_path: Path) ->
 
 @pytest.fixture
 def empty_pg() -> Iterator[str]:
-    """A new, empty PostgreSQL database (no schema), dropped afterwards."""
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql("select 1")
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        if IN_CI:
-            pytest.fail(f"PostgreSQL is required in CI but unreachable at {PG_ADMIN_URL}: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
-    name = f"mm_empty_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with new_pg_database("mm_empty") as url:
+        yield url
 
 
 def test_a_new_postgresql_database_created_at_once_has_the_crm_triggers(empty_pg: str) -> None:
