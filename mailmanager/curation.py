@@ -113,7 +113,9 @@ def resolve_scope(session: Session, message_ref: str | None, thread_id: int | No
 def _same_scope(scope: Scope) -> sa.ColumnElement[bool]:
     if scope.message_id is not None:
         return Link.message_id == scope.message_id
-    return sa.and_(Link.thread_id == scope.thread_id, Link.message_id.is_(None))
+    return sa.and_(
+        models.manual_links(), Link.thread_id == scope.thread_id, Link.message_id.is_(None)
+    )
 
 
 def _audit(session: Session, by: str, action: str, scope: Scope, detail: dict[str, object]) -> None:
@@ -173,11 +175,12 @@ def unlink(
     by = by if by != linking.MATCHER else f"user:{by}"
     kind, target_id = (target.kind, target.id) if target else ("any", 0)
     same_target = sa.and_(Link.target_kind == kind, Link.target_id == target_id)
-    # A thread-wide unlink also removes the links made by hand on its messages.
+    # A thread-wide unlink also removes the links made by hand on its messages (the
+    # matcher's go when the thread is matched again below).
     inside = (
         Link.message_id == scope.message_id
         if scope.message_id is not None
-        else Link.thread_id == scope.thread_id
+        else sa.and_(models.manual_links(), Link.thread_id == scope.thread_id)
     )
     wanted = [inside, ~Link.tombstone] + ([same_target] if target is not None else [])
     session.execute(sa.delete(Link).where(*wanted))

@@ -213,7 +213,11 @@ def explain(session: Session, message: Message) -> dict[str, Any]:
         .where(
             sa.or_(
                 Link.message_id == message.id,
-                sa.and_(Link.thread_id == message.thread_id, Link.message_id.is_(None)),
+                sa.and_(
+                    models.manual_links(),
+                    Link.thread_id == message.thread_id,
+                    Link.message_id.is_(None),
+                ),
             )
         )
         .order_by(Link.target_kind, Link.id)

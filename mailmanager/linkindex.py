@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from mailmanager import matcher, normalize, store
+from mailmanager import matcher, models, normalize, store
 from mailmanager.models import (
     CompanyDomain,
     Contact,
@@ -165,7 +165,7 @@ def load_threads(
     for mark_mid, tid, kind, target, tomb, by in raw_rows(
         s,
         "SELECT message_id, thread_id, target_kind, target_id, tombstone, created_by "
-        f"FROM links WHERE (tombstone OR created_by <> '{MATCHER}') AND thread_id {{}}",
+        f"FROM links WHERE ({models.MANUAL_LINKS}) AND thread_id {{}}",  # ix_links_manual
         thread_ids,
     ):
         if tid is not None:

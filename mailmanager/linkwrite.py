@@ -23,7 +23,12 @@ from mailmanager import linkindex, matcher, models, store
 from mailmanager.models import Link, ReviewItem
 
 MATCHER = "matcher"
-_AT = (("matched_at", "timestamp"),)
+_STATE_COLUMNS = (
+    ("message_id", "int"),
+    ("reason", "text"),
+    ("detail", "text"),
+    ("matched_at", "timestamp"),
+)
 _LINK_COLUMNS = (
     ("message_id", "int"),
     ("thread_id", "int"),
@@ -88,10 +93,14 @@ def bulk_insert(
     columns: Sequence[tuple[str, str]],
     rows: Sequence[tuple[Any, ...]],
     tail: str,
+    fresh: bool = False,
 ) -> None:
     """INSERT `rows` (tuples in `columns` order, values already in driver form) + `tail`.
 
-    `columns` are (name, PostgreSQL array element type) pairs.
+    `columns` are (name, PostgreSQL array element type) pairs. `fresh`: the rows are not
+    expected to conflict (they are about messages matched for the first time), so
+    PostgreSQL first COPYs them straight into the table; should another worker have
+    written some of them meanwhile, that COPY is undone and they take the staged path.
     """
     if not rows:
         return
@@ -101,20 +110,39 @@ def bulk_insert(
         marks = ", ".join("?" * len(columns))
         conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({marks}) {tail}", list(rows))
         return
+    import psycopg  # PostgreSQL only
+
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    if fresh:
+        cursor.execute("SAVEPOINT mm_fresh")
+        try:
+            with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT mm_fresh")
+        else:
+            cursor.execute("RELEASE SAVEPOINT mm_fresh")
+            return
     # COPY into a session-private staging table, then one INSERT ... SELECT with the
     # conflict clause (COPY has none). psycopg formats COPY rows in C; a VALUES list of
-    # thousands of placeholders costs more to parse than to run.
+    # thousands of placeholders costs more to parse than to run. The table lives as long
+    # as the connection and empties at each commit or rollback: it needs emptying only
+    # when this transaction used it already.
     stage = f"_mm_stage_{table}"
-    conn.exec_driver_sql(
+    cursor.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS "
         f"AS SELECT {names} FROM {table} WITH NO DATA"
     )
-    conn.exec_driver_sql(f"TRUNCATE {stage}")
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    used = conn.info.setdefault("mm_staged", {})
+    transaction = s.get_transaction()
+    if used.get(stage) is transaction:
+        cursor.execute(f"TRUNCATE {stage}")
+    used[stage] = transaction
     with cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
-    conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} {tail}")
+    cursor.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} {tail}")
 
 
 def driver_time(s: Session, when: datetime) -> Any:
@@ -182,6 +210,7 @@ class Output:
         old = self._existing_links(mids)
         matched_before = self._old_states(mids)
         now = driver_time(self.s, models.utcnow())
+        fresh: list[tuple[Any, ...]] = []  # the links of messages matched the first time
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         keep: set[tuple[int, str, int]] = set()
@@ -192,7 +221,7 @@ class Output:
                 mid = mv.message_id
                 if mid not in matched_before:  # new mail (most of a sync batch): all added
                     tid = thread_of[mid]
-                    inserts.extend(
+                    fresh.extend(
                         (mid, tid, d.kind, d.target_id, d.method, d.confidence, d.explanation,
                          False, MATCHER, now)
                         for d in mv.links
@@ -223,7 +252,7 @@ class Output:
         removed = [(key, v) for key, v in old.items() if key not in keep]
         for (mid, kind, target), v in removed:
             self._note(Change(mid, "remove", kind, target, "", v[1]))
-        self.report.added += len(inserts)
+        self.report.added += len(fresh) + len(inserts)
         self.report.removed += len(removed)
         self.report.changed += changed
         if self.dry_run:
@@ -237,27 +266,29 @@ class Output:
                 f"WHERE id = {mark}",
                 updates,
             )
+        bulk_insert(self.s, "links", _LINK_COLUMNS, fresh, "ON CONFLICT DO NOTHING", fresh=True)
         bulk_insert(self.s, "links", _LINK_COLUMNS, inserts, "ON CONFLICT DO NOTHING")
 
     def states(self, verdicts: list[matcher.ThreadVerdict]) -> None:
         old = self._old_states([mv.message_id for tv in verdicts for mv in tv.messages])
         now = driver_time(self.s, models.utcnow())
-        rows_out = []
+        fresh, rows_out = [], []
         for tv in verdicts:
             for mv in tv.messages:
                 self.report.reasons[mv.reason] += 1
                 detail = mv.detail[:2000]
-                if old.get(mv.message_id) != (mv.reason, detail):
+                was = old.get(mv.message_id)
+                if was is None:
+                    fresh.append((mv.message_id, mv.reason, detail, now))
+                elif was != (mv.reason, detail):
                     rows_out.append((mv.message_id, mv.reason, detail, now))
         if not self.dry_run:
-            bulk_insert(
-                self.s,
-                "match_states",
-                (("message_id", "int"), ("reason", "text"), ("detail", "text"), *_AT),
-                rows_out,
+            upsert = (
                 "ON CONFLICT (message_id) DO UPDATE SET reason = excluded.reason, "
-                "detail = excluded.detail, matched_at = excluded.matched_at",
+                "detail = excluded.detail, matched_at = excluded.matched_at"
             )
+            bulk_insert(self.s, "match_states", _STATE_COLUMNS, fresh, upsert, fresh=True)
+            bulk_insert(self.s, "match_states", _STATE_COLUMNS, rows_out, upsert)
 
     def reviews(self, chunk: Sequence[int], verdicts: list[matcher.ThreadVerdict]) -> None:
         """Open, refresh, reopen (new candidates) or close the threads' review items."""
@@ -328,9 +359,22 @@ class Output:
                         latest[d.target_id] = t
         if not latest:
             return
-        mark = "?" if self.s.get_bind().dialect.name == "sqlite" else "%s"
-        self.s.connection().exec_driver_sql(
-            f"UPDATE opportunities SET last_activity_at = {mark} WHERE id = {mark} "
-            f"AND (last_activity_at IS NULL OR last_activity_at < {mark})",
-            [(at, oid, at) for oid, at in ((k, driver_time(self.s, v)) for k, v in latest.items())],
+        conn = self.s.connection()
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                "UPDATE opportunities SET last_activity_at = ? WHERE id = ? "
+                "AND (last_activity_at IS NULL OR last_activity_at < ?)",
+                [
+                    (at, oid, at)
+                    for oid, at in ((k, driver_time(self.s, v)) for k, v in latest.items())
+                ],
+            )
+            return
+        # PostgreSQL: one statement for the batch (a statement per row costs a round trip each).
+        ids = sorted(latest)
+        conn.exec_driver_sql(
+            "UPDATE opportunities o SET last_activity_at = v.at "
+            "FROM unnest(%s::int[], %s::timestamp[]) AS v(id, at) WHERE o.id = v.id "
+            "AND (o.last_activity_at IS NULL OR o.last_activity_at < v.at)",
+            (ids, [driver_time(self.s, latest[i]) for i in ids]),
         )

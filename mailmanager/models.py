@@ -30,9 +30,11 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    TextClause,
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import text as sa_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 
 NAMING = {
@@ -329,22 +331,41 @@ class Quarantine(Base):
 # --- links, reminders, outbox -----------------------------------------------------------------
 
 
+# The predicate of `ix_links_manual` (see `Link`).
+MANUAL_LINKS = "tombstone OR created_by <> 'matcher'"
+
+
 class Link(Base):
     """A message or thread linked to a contact, company or opportunity, and why.
 
     `tombstone=True` records a manual unlink: the matcher never re-creates that link.
+
+    The matcher writes message-level rows only (`created_by = "matcher"`, no tombstone);
+    thread-level rows (`message_id` NULL) are manual links and tombstones. Only those
+    manual rows are indexed by thread (`ix_links_manual`: its predicate is `MANUAL_LINKS`, which a
+    query must repeat word for word for SQLite to use it); the matcher's rows are found by
+    message. `message_id` and `thread_id` carry no foreign key: these are derived rows
+    written by the hundred thousand, and each key check cost PostgreSQL a row lock on the
+    message or thread (about 40% of the matcher's insert time). Messages are never
+    deleted by mailmanager, thread merges re-point links first (`threadstore.merge`), and
+    a trigger (`linktriggers`) still deletes a deleted message's links and verdict.
     """
 
     __tablename__ = "links"
     __table_args__ = (
         UniqueConstraint("message_id", "thread_id", "target_kind", "target_id"),
         Index("ix_links_target", "target_kind", "target_id"),
+        Index(
+            "ix_links_manual",
+            "thread_id",
+            sqlite_where=sa_text(MANUAL_LINKS),
+            postgresql_where=sa_text(MANUAL_LINKS),
+        ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
-    # Looked up by the unique constraint, which starts with it (no index of its own: one
-    # fewer b-tree for each of the hundreds of thousands of rows the matcher writes).
-    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
-    thread_id: Mapped[int | None] = mapped_column(ForeignKey("threads.id"), index=True)
+    # Looked up by the unique constraint, which starts with it.
+    message_id: Mapped[int | None] = mapped_column(Integer)
+    thread_id: Mapped[int | None] = mapped_column(Integer)
     target_kind: Mapped[str] = mapped_column(String(16))  # contact, company, opportunity
     target_id: Mapped[int] = mapped_column(Integer)
     method: Mapped[str] = mapped_column(String(32))  # address, domain, thread, subject_tag, manual
@@ -534,12 +555,19 @@ class MatchState(Base):
     """
 
     __tablename__ = "match_states"
-    message_id: Mapped[int] = mapped_column(
-        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
-    )
+    # No foreign key, as for `Link` (and deleted with its message by `linktriggers`).
+    message_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     reason: Mapped[str] = mapped_column(String(32), index=True)
     detail: Mapped[str] = mapped_column(Text, default="")
     matched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+def manual_links() -> TextClause:
+    """`MANUAL_LINKS` on `links` in a query, so that `ix_links_manual` serves it: the same
+    words (SQLite compares the expressions; `Link.tombstone` alone renders as
+    `tombstone = 1` there, and a bound parameter for 'matcher' would not match either)."""
+    words = f"(links.{MANUAL_LINKS.replace(' OR ', ' OR links.')})"
+    return sa_text(words)
 
 
 class ReviewItem(Base):

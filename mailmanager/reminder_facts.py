@@ -270,7 +270,9 @@ def _links(
     """Thread id → target kind → linked target ids (manual unlinks win)."""
     found: dict[int, dict[str, set[int]]] = {}
     dead: set[tuple[int, str, int]] = set()
-    queries = [Link.thread_id.in_(ids)] + [Link.message_id.in_(c) for c in store.chunks(mids)]
+    # Thread-level rows (manual ones only: `ix_links_manual`), then every message's rows.
+    queries = [sa.and_(models.manual_links(), Link.thread_id.in_(ids))]
+    queries += [Link.message_id.in_(c) for c in store.chunks(mids)]
     for where in queries:
         for tid, mid, kind, target, tomb in session.execute(
             sa.select(

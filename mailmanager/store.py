@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager import crmtriggers, models
+from mailmanager import crmtriggers, linktriggers, models
 from mailmanager.errors import MailmanagerError
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def _alembic_config(engine: Engine) -> Any:
 
 # The newest migration's revision: checked at every start without loading Alembic (a test
 # keeps it equal to what Alembic finds in the migrations directory).
-HEAD = "0008"
+HEAD = "0009"
 
 
 def head_revision() -> str:
@@ -136,7 +136,9 @@ def create_schema(engine: Engine) -> None:
     the time: what `mailmanager sync` does on its first run against a new database."""
     with engine.begin() as conn:
         models.Base.metadata.create_all(conn)
-        for statement in crmtriggers.create(conn.dialect.name):
+        for statement in crmtriggers.create(conn.dialect.name) + linktriggers.create(
+            conn.dialect.name
+        ):
             conn.exec_driver_sql(statement)
         conn.exec_driver_sql(
             "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "

@@ -244,7 +244,16 @@ def attach(
 def merge(session: Session, survivor: int, losers: Sequence[int]) -> None:
     """Fold `losers` into `survivor`: their messages, nodes and links move; rows go."""
     losers = list(losers)
-    for model in (Message, ThreadNode, models.Link):
+    link = models.Link
+    # Links first, while their messages still say which thread they were in: only manual
+    # rows are indexed by thread (see `models.Link`).
+    inside = sa.select(Message.id).where(Message.thread_id.in_(losers))
+    for where in (
+        link.message_id.in_(inside),
+        sa.and_(models.manual_links(), link.thread_id.in_(losers)),
+    ):
+        session.execute(sa.update(link).where(where).values(thread_id=survivor))
+    for model in (Message, ThreadNode):
         session.execute(
             sa.update(model).where(model.thread_id.in_(losers)).values(thread_id=survivor)
         )

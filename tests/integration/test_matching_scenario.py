@@ -254,7 +254,9 @@ def test_scenario_precision_recall_review_and_retro_linking(setup) -> None:  # t
         assert recall == pytest.approx(1 - len(missing) / sum(map(len, w.truth.values())))
         for mid in w.noise:
             assert not got[mid]
-        query = sa.select(Message.message_id, MatchState.reason).join(MatchState)
+        query = sa.select(Message.message_id, MatchState.reason).join(
+            MatchState, MatchState.message_id == Message.id
+        )
         reasons = {m: r for m, r in s.execute(query)}
         assert reasons["ooo@scenario.test"] == "noise_auto_reply"
         assert reasons["news@scenario.test"] == "noise_bulk"

@@ -1,0 +1,131 @@
+"""Links and verdicts carry no foreign key (migration 0009): what the keys did is still done.
+
+A deleted message takes its links and verdict with it (a trigger), a thread merge moves
+the matcher's links and the manual ones, and an upgrade from 0008 keeps every row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailmanager import models, store, threadstore
+from mailmanager.models import Link, MatchState, Message, Thread
+from tests.conftest import new_pg_database
+
+
+def _thread_with_messages(s: Session, n: int, tag: str) -> tuple[int, list[int]]:
+    thread = Thread(subject=tag)
+    s.add(thread)
+    s.flush()
+    mids = []
+    for i in range(n):
+        key = f"{tag}{i}@test"
+        m = Message(key=key, message_id=key, sha256=f"{tag}{i}".ljust(64, "0"), thread_id=thread.id)
+        s.add(m)
+        s.flush()
+        mids.append(m.id)
+    return thread.id, mids
+
+
+def _links(s: Session, thread: int, mids: list[int], by: str = "matcher") -> None:
+    for mid in mids:
+        s.add(Link(message_id=mid, thread_id=thread, target_kind="contact", target_id=1,
+                   method="address", explanation="x", created_by=by))  # fmt: skip
+        s.add(MatchState(message_id=mid, reason="linked"))
+    # A manual link on the whole thread and a tombstone on its first message.
+    s.add(Link(message_id=None, thread_id=thread, target_kind="company", target_id=2,
+               method="manual", created_by="user:alice"))  # fmt: skip
+    s.add(Link(message_id=mids[0], thread_id=thread, target_kind="opportunity", target_id=3,
+               method="manual", tombstone=True, created_by="user:alice"))  # fmt: skip
+
+
+def _rows(s: Session) -> tuple[set[tuple[int | None, int | None, str]], set[int]]:
+    links = {(r.message_id, r.thread_id, r.target_kind) for r in s.scalars(sa.select(Link))}
+    return links, set(s.scalars(sa.select(MatchState.message_id)))
+
+
+def test_a_deleted_message_takes_its_links_and_verdict(factory: sessionmaker[Session]) -> None:
+    with factory.begin() as s:
+        tid, mids = _thread_with_messages(s, 4, "a")
+        _links(s, tid, mids)
+    with factory.begin() as s:  # one message, then two in one statement (plain SQL)
+        s.execute(sa.text("DELETE FROM messages WHERE id = :m"), {"m": mids[0]})
+        s.execute(sa.delete(Message).where(Message.id.in_(mids[1:3])))
+    with factory() as s:
+        links, states = _rows(s)
+    assert states == {mids[3]}
+    # The survivor's link and the thread's manual link stay; the tombstone went with its message.
+    assert links == {(mids[3], tid, "contact"), (None, tid, "company")}
+
+
+def test_a_thread_merge_moves_matcher_and_manual_links(factory: sessionmaker[Session]) -> None:
+    with factory.begin() as s:
+        keep, _ = _thread_with_messages(s, 1, "k")
+        gone, gone_mids = _thread_with_messages(s, 2, "g")
+        _links(s, gone, gone_mids)
+        other, other_mids = _thread_with_messages(s, 1, "o")
+        _links(s, other, other_mids)
+    with factory.begin() as s:
+        threadstore.merge(s, keep, [gone])
+    with factory() as s:
+        links, _ = _rows(s)
+        assert s.get(Thread, gone) is None
+    assert {t for _, t, _ in links} == {keep, other}
+    assert {(m, t) for m, t, _ in links if t == keep} == {
+        (gone_mids[0], keep), (gone_mids[1], keep), (None, keep)
+    }  # fmt: skip
+
+
+def test_manual_rows_are_read_through_their_partial_index(db_url: str) -> None:
+    engine = store.make_engine(db_url)
+    query = sa.select(Link.id).where(models.manual_links(), Link.thread_id.in_([1, 2]))
+    sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if not sqlite:
+            conn.exec_driver_sql("SET enable_seqscan = off")  # an empty table: force the choice
+        plan = " ".join(
+            str(row[-1] if sqlite else row[0])
+            for row in conn.exec_driver_sql(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + sql)
+        )
+    engine.dispose()
+    assert "ix_links_manual" in plan, plan
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+        return
+    with new_pg_database("mm_0009") as url:
+        yield url
+
+
+def test_upgrading_from_0008_keeps_links_and_verdicts(fresh_url: str) -> None:
+    engine = store.make_engine(fresh_url)
+    try:
+        command.upgrade(store._alembic_config(engine), "0008")
+        factory = store.session_factory(engine)
+        with factory.begin() as s:
+            tid, mids = _thread_with_messages(s, 2, "u")
+            _links(s, tid, mids)
+        with factory() as s:
+            before = _rows(s)
+        assert store.upgrade(engine) == ("0008", store.HEAD)
+        with factory() as s:
+            assert _rows(s) == before
+        with factory.begin() as s:
+            s.execute(sa.delete(Message).where(Message.id == mids[1]))
+        with factory() as s:
+            links, states = _rows(s)
+        assert states == {mids[0]} and all(m != mids[1] for m, _, _ in links)
+        assert {i["name"] for i in sa.inspect(engine).get_indexes("links")} >= {"ix_links_manual"}
+        assert not sa.inspect(engine).get_foreign_keys("links")
+    finally:
+        engine.dispose()
