@@ -273,7 +273,7 @@ def recent_messages(
     stmt = (
         sa.select(m.id, m.sent_at, m.direction, m.from_email, m.subject, link.method)
         .join(link, link.message_id == m.id)
-        .where(link.target_kind == kind, link.target_id == target_id, ~link.tombstone)
+        .where(models.linking(kind, [target_id]), ~link.tombstone)
         .order_by(m.sent_at.desc().nulls_last(), m.id.desc())
         .limit(limit)
     )

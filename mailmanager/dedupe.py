@@ -155,13 +155,12 @@ def merge_contacts(
     )
 
     link = models.Link
-    contact_links = sa.select(link).where(link.target_kind == "contact")
     have = {
         (lk.message_id, lk.thread_id)
-        for lk in session.scalars(contact_links.where(link.target_id == keep.id))
+        for lk in session.scalars(sa.select(link).where(models.linking("contact", [keep.id])))
     }
     moved = dropped = 0
-    for lk in session.scalars(contact_links.where(link.target_id == other.id)).all():
+    for lk in session.scalars(sa.select(link).where(models.linking("contact", [other.id]))).all():
         if (lk.message_id, lk.thread_id) in have:
             session.delete(lk)
             dropped += 1

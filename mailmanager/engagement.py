@@ -145,8 +145,7 @@ def engagement(
             )
             .join(Message, Message.id == Link.message_id)
             .where(
-                Link.target_kind == kind,
-                Link.target_id.in_(part),
+                models.linking(kind, part),
                 ~Link.tombstone,
                 Message.sent_at.is_not(None),
                 Message.direction.in_(("inbound", "outbound")),
@@ -179,7 +178,7 @@ def timeline(
     query = (
         sa.select(Message, Link.method, Link.confidence)
         .join(Link, Link.message_id == Message.id)
-        .where(Link.target_kind == kind, Link.target_id == target_id, ~Link.tombstone)
+        .where(models.linking(kind, [target_id]), ~Link.tombstone)
         .order_by(Message.sent_at.desc(), Message.id.desc())
     )
     if limit:

@@ -38,6 +38,7 @@ _LINK_COLUMNS = (
     ("confidence", "numeric"),
     ("explanation", "text"),
     ("tombstone", "bool"),
+    ("anchor", "bool"),
     ("created_by", "text"),
     ("created_at", "timestamp"),
 )
@@ -170,7 +171,7 @@ class Output:
 
     def _existing_links(
         self, mids: Sequence[int]
-    ) -> dict[tuple[int, str, int], tuple[int, str, float, str]]:
+    ) -> dict[tuple[int, str, int], tuple[int, str, float, str, bool]]:
         """The matcher's links on these messages, by (message, kind, target). Only messages
         the matcher has seen can have any (links and verdicts are written together), so a
         batch of new mail reads nothing here."""
@@ -178,14 +179,14 @@ class Output:
         seen = [m for m in mids if m in old]
         out = {}
         for part in linkindex.parts(self.s, seen):
-            for lid, mid, kind, target, method, conf, why in linkindex.raw_rows(
+            for lid, mid, kind, target, method, conf, why, anchor in linkindex.raw_rows(
                 self.s,
-                "SELECT id, message_id, target_kind, target_id, method, confidence, explanation "
-                f"FROM links WHERE created_by = '{MATCHER}' AND NOT tombstone "
+                "SELECT id, message_id, target_kind, target_id, method, confidence, explanation, "
+                f"anchor FROM links WHERE created_by = '{MATCHER}' AND NOT tombstone "
                 "AND message_id {}",
                 part,
             ):
-                out[(mid, kind, target)] = (lid, method, round(float(conf), 3), why)
+                out[(mid, kind, target)] = (lid, method, round(float(conf), 3), why, bool(anchor))
         return out
 
     def _old_states(self, mids: Sequence[int]) -> dict[int, tuple[str, str]]:
@@ -217,15 +218,22 @@ class Output:
         changed = 0
         collect = self.collect
         for tv in verdicts:
+            # The anchor of each target: its row on the thread's first message that has it
+            # (verdicts come in the thread's order).
+            anchored: set[tuple[str, int]] = set()
             for mv in tv.messages:
                 mid = mv.message_id
                 if mid not in matched_before:  # new mail (most of a sync batch): all added
                     tid = thread_of[mid]
-                    fresh.extend(
-                        (mid, tid, d.kind, d.target_id, d.method, d.confidence, d.explanation,
-                         False, MATCHER, now)
-                        for d in mv.links
-                    )  # fmt: skip
+                    for d in mv.links:
+                        aim = (d.kind, d.target_id)
+                        anchor = aim not in anchored
+                        if anchor:
+                            anchored.add(aim)
+                        fresh.append(
+                            (mid, tid, d.kind, d.target_id, d.method, d.confidence,
+                             d.explanation, False, anchor, MATCHER, now)
+                        )  # fmt: skip
                     if collect:
                         for d in mv.links:
                             self._note(Change(mid, "add", d.kind, d.target_id, d.method))
@@ -233,16 +241,20 @@ class Output:
                 for d in mv.links:
                     key = (mid, d.kind, d.target_id)
                     keep.add(key)
+                    aim = (d.kind, d.target_id)
+                    anchor = aim not in anchored
+                    if anchor:
+                        anchored.add(aim)
                     conf = round(d.confidence, 3)
                     prev = old.get(key)
                     if prev is None:
                         inserts.append(
                             (mid, thread_of[mid], d.kind, d.target_id,
-                             d.method, conf, d.explanation, False, MATCHER, now)
+                             d.method, conf, d.explanation, False, anchor, MATCHER, now)
                         )  # fmt: skip
                         self._note(Change(mid, "add", d.kind, d.target_id, d.method))
-                    elif prev[1:] != (d.method, conf, d.explanation):
-                        updates.append((d.method, conf, d.explanation, prev[0]))
+                    elif prev[1:] != (d.method, conf, d.explanation, anchor):
+                        updates.append((d.method, conf, d.explanation, anchor, prev[0]))
                         if prev[1:3] != (d.method, conf):  # a new wording is not a change
                             changed += 1
                             self._note(
@@ -262,8 +274,8 @@ class Output:
         if updates:
             mark = "?" if self.s.get_bind().dialect.name == "sqlite" else "%s"
             self.s.connection().exec_driver_sql(
-                f"UPDATE links SET method = {mark}, confidence = {mark}, explanation = {mark} "
-                f"WHERE id = {mark}",
+                f"UPDATE links SET method = {mark}, confidence = {mark}, explanation = {mark}, "
+                f"anchor = {mark} WHERE id = {mark}",
                 updates,
             )
         bulk_insert(self.s, "links", _LINK_COLUMNS, fresh, "ON CONFLICT DO NOTHING", fresh=True)

@@ -13,6 +13,7 @@ Times are stored in UTC.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    ColumnElement,
     DateTime,
     Dialect,
     ForeignKey,
@@ -28,14 +30,19 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Numeric,
+    Select,
     String,
     Text,
     TextClause,
     TypeDecorator,
     UniqueConstraint,
+    and_,
+    select,
+    true,
+    union_all,
 )
 from sqlalchemy import text as sa_text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
+from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, mapped_column, validates
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -349,12 +356,27 @@ class Link(Base):
     message or thread (about 40% of the matcher's insert time). Messages are never
     deleted by mailmanager, thread merges re-point links first (`threadstore.merge`), and
     a trigger (`linktriggers`) still deletes a deleted message's links and verdict.
+
+    Finding the mail of a record goes through `anchor` rows: for each thread and target,
+    at least one row linking them has `anchor` set (the matcher sets it on the row of
+    the thread's first message with that target, and clears it on the others; every
+    other row, manual ones included, is created anchored). Only anchors are indexed by
+    target (`ix_links_target`), a third of the rows the matcher writes: the record's
+    threads come from the index, their messages' rows from `messages` (see
+    `linking`). Extra anchors (after a thread merge) are harmless; a missing one
+    would hide mail, so a deleted message's thread gets anchors back (`linktriggers`).
     """
 
     __tablename__ = "links"
     __table_args__ = (
         UniqueConstraint("message_id", "thread_id", "target_kind", "target_id"),
-        Index("ix_links_target", "target_kind", "target_id"),
+        Index(
+            "ix_links_target",
+            "target_kind",
+            "target_id",
+            sqlite_where=sa_text("anchor"),
+            postgresql_where=sa_text("anchor"),
+        ),
         Index(
             "ix_links_manual",
             "thread_id",
@@ -372,6 +394,7 @@ class Link(Base):
     confidence: Mapped[float] = mapped_column(Numeric(4, 3), default=1)
     explanation: Mapped[str] = mapped_column(Text, default="")
     tombstone: Mapped[bool] = mapped_column(Boolean, default=False)
+    anchor: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_by: Mapped[str] = mapped_column(String(200), default="matcher")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -560,6 +583,30 @@ class MatchState(Base):
     reason: Mapped[str] = mapped_column(String(32), index=True)
     detail: Mapped[str] = mapped_column(Text, default="")
     matched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+def anchored_threads(kind: str, ids: Collection[int]) -> Select[int | None]:
+    """The threads linked to these targets (kind "contact", "company" or "opportunity"),
+    from the anchors' index."""
+    a = aliased(Link, name="anchors")
+    return select(a.thread_id).where(
+        sa_text("anchors.anchor"), a.target_kind == kind, a.target_id.in_(ids)
+    )
+
+
+def linking(kind: str, ids: Collection[int]) -> ColumnElement[bool]:
+    """`links.id IN (...)`: the rows that link these targets (tombstones included), found
+    as the anchors (from the index), then the other rows on messages of the anchors'
+    threads. Plain `target_id IN ...` would scan the table: only anchors are indexed by
+    target."""
+    a = aliased(Link, name="linking")
+    same = and_(a.target_kind == kind, a.target_id.in_(ids))
+    messages = select(Message.id).where(Message.thread_id.in_(anchored_threads(kind, ids)))
+    rows = union_all(
+        select(a.id).where(same, sa_text("linking.anchor")),
+        select(a.id).where(same, ~a.anchor, a.message_id.in_(messages)),
+    )
+    return Link.id.in_(rows)
 
 
 def manual_links() -> TextClause:

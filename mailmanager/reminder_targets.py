@@ -108,7 +108,7 @@ def _links(session: Session, kind: str, ids: Sequence[int]) -> dict[int, list[tu
     for chunk in store.chunks(sorted(ids)):
         for target, tid, mid in session.execute(
             sa.select(Link.target_id, Link.thread_id, Link.message_id).where(
-                Link.target_kind == kind, Link.target_id.in_(chunk), Link.tombstone.is_(False)
+                models.linking(kind, chunk), Link.tombstone.is_(False)
             )
         ):
             out.setdefault(target, []).append((tid, mid))

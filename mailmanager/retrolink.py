@@ -14,11 +14,10 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from mailmanager import linkindex, normalize, store
+from mailmanager import linkindex, models, normalize, store
 from mailmanager.models import (
     CompanyDomain,
     ContactEmail,
-    Link,
     Message,
     Opportunity,
     OpportunityContact,
@@ -44,11 +43,7 @@ def threads_touching(
         for part in store.chunks(sorted(ids)):
             tids.update(
                 t
-                for t in s.connection().scalars(
-                    sa.select(Link.thread_id)
-                    .where(Link.target_kind == kind, Link.target_id.in_(part))
-                    .distinct()
-                )
+                for t in s.connection().scalars(models.anchored_threads(kind, part).distinct())
                 if t is not None
             )
     if since is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -82,9 +83,22 @@ def test_a_thread_merge_moves_matcher_and_manual_links(factory: sessionmaker[Ses
     }  # fmt: skip
 
 
-def test_manual_rows_are_read_through_their_partial_index(db_url: str) -> None:
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        (
+            sa.select(Link.id).where(models.manual_links(), Link.thread_id.in_([1, 2])),
+            "ix_links_manual",
+        ),
+        (sa.select(Link.id).where(models.linking("company", [1, 2])), "ix_links_target"),
+        (models.anchored_threads("contact", [3]), "ix_links_target"),
+    ],
+    ids=["manual-by-thread", "rows-by-target", "threads-by-target"],
+)
+def test_partial_indexes_serve_their_queries(
+    db_url: str, query: sa.Select[Any], index: str
+) -> None:
     engine = store.make_engine(db_url)
-    query = sa.select(Link.id).where(models.manual_links(), Link.thread_id.in_([1, 2]))
     sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
     sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:
@@ -95,7 +109,9 @@ def test_manual_rows_are_read_through_their_partial_index(db_url: str) -> None:
             for row in conn.exec_driver_sql(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + sql)
         )
     engine.dispose()
-    assert "ix_links_manual" in plan, plan
+    assert index in plan, plan
+    if sqlite:
+        assert "SCAN links" not in plan and "SCAN linking" not in plan, plan
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -107,25 +123,57 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+_OLD_ROWS = [  # links and verdicts in the schema of revision 0008, in plain SQL
+    *(
+        "INSERT INTO links (message_id, thread_id, target_kind, target_id, method, confidence, "
+        f"explanation, tombstone, created_by, created_at) VALUES ({m}, 1, '{kind}', {t}, 'x', 1, "
+        "'', false, 'matcher', '2026-11-01 00:00:00')"
+        for m in (1, 2, 3)
+        for kind, t in (("contact", 7), ("company", 8))
+    ),
+    "INSERT INTO links (message_id, thread_id, target_kind, target_id, method, confidence, "
+    "explanation, tombstone, created_by, created_at) VALUES (NULL, 1, 'opportunity', 9, "
+    "'manual', 1, '', false, 'user:alice', '2026-11-01 00:00:00')",
+    *(
+        f"INSERT INTO match_states (message_id, reason, detail, matched_at) VALUES ({i}, "
+        "'linked', '', '2026-11-01 00:00:00')"
+        for i in (1, 2, 3)
+    ),
+]
+
+
 def test_upgrading_from_0008_keeps_links_and_verdicts(fresh_url: str) -> None:
     engine = store.make_engine(fresh_url)
     try:
         command.upgrade(store._alembic_config(engine), "0008")
         factory = store.session_factory(engine)
-        with factory.begin() as s:
-            tid, mids = _thread_with_messages(s, 2, "u")
-            _links(s, tid, mids)
-        with factory() as s:
-            before = _rows(s)
+        with factory.begin() as s:  # threads and messages are as they were then
+            assert _thread_with_messages(s, 3, "u") == (1, [1, 2, 3])
+        with engine.begin() as conn:
+            for statement in _OLD_ROWS:
+                conn.exec_driver_sql(statement)
         assert store.upgrade(engine) == ("0008", store.HEAD)
         with factory() as s:
-            assert _rows(s) == before
-        with factory.begin() as s:
-            s.execute(sa.delete(Message).where(Message.id == mids[1]))
+            links, states = _rows(s)
+            anchors = {
+                (r.message_id, r.target_kind) for r in s.scalars(sa.select(Link)) if r.anchor
+            }
+        assert len(links) == 7 and states == {1, 2, 3}
+        # One anchor per thread and target for the matcher's rows; manual rows all anchored.
+        assert anchors == {(1, "contact"), (1, "company"), (None, "opportunity")}
+        for kind, target, n in (("contact", 7, 3), ("company", 8, 3), ("opportunity", 9, 1)):
+            with factory() as s:
+                found = s.scalars(sa.select(Link.id).where(models.linking(kind, [target]))).all()
+            assert len(found) == n, kind
+        with factory.begin() as s:  # the anchors' message goes: the others take over
+            s.execute(sa.delete(Message).where(Message.id == 1))
         with factory() as s:
             links, states = _rows(s)
-        assert states == {mids[0]} and all(m != mids[1] for m, _, _ in links)
-        assert {i["name"] for i in sa.inspect(engine).get_indexes("links")} >= {"ix_links_manual"}
+            rows = s.scalars(sa.select(Link.message_id).where(models.linking("contact", [7]))).all()
+        assert states == {2, 3} and all(m != 1 for m, _, _ in links)
+        assert sorted(rows) == [2, 3]
+        indexes = {i["name"] for i in sa.inspect(engine).get_indexes("links")}
+        assert indexes >= {"ix_links_manual", "ix_links_target"}
         assert not sa.inspect(engine).get_foreign_keys("links")
     finally:
         engine.dispose()

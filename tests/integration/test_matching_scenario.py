@@ -185,6 +185,36 @@ def _predicted(s: Session, w: World) -> dict[str, set[tuple[str, str]]]:
     return got
 
 
+def _check_anchors(s: Session, w: World) -> None:
+    """The matcher keeps one anchor per thread and target, and finding a record's links
+    through the anchors finds exactly what scanning every link finds."""
+    anchors: dict[tuple[int | None, str, int], int] = {}
+    for tid, kind, target, anchor in s.execute(
+        sa.select(Link.thread_id, Link.target_kind, Link.target_id, Link.anchor).where(
+            Link.created_by == "matcher"
+        )
+    ):
+        anchors[(tid, kind, target)] = anchors.get((tid, kind, target), 0) + int(anchor)
+    assert anchors and set(anchors.values()) == {1}
+    for name, target in w.ids.items():
+        kind = kind_of(name)
+        scan = {
+            tuple(row)
+            for row in s.execute(
+                sa.select(Link.id, Link.message_id).where(
+                    Link.target_kind == kind, Link.target_id == target
+                )
+            )
+        }
+        found = {
+            tuple(row)
+            for row in s.execute(
+                sa.select(Link.id, Link.message_id).where(models.linking(kind, [target]))
+            )
+        }
+        assert found == scan, name
+
+
 def kind_of(name: str) -> str:
     if name.startswith("OPP-"):
         return "opportunity"
@@ -254,6 +284,7 @@ def test_scenario_precision_recall_review_and_retro_linking(setup) -> None:  # t
         assert recall == pytest.approx(1 - len(missing) / sum(map(len, w.truth.values())))
         for mid in w.noise:
             assert not got[mid]
+        _check_anchors(s, w)
         query = sa.select(Message.message_id, MatchState.reason).join(
             MatchState, MatchState.message_id == Message.id
         )
@@ -296,6 +327,7 @@ def test_scenario_precision_recall_review_and_retro_linking(setup) -> None:  # t
         assert precision == 1.0
         for mid in w.later:
             assert got[mid] == w.later[mid], mid
+        _check_anchors(s, w)
         assert "nina@acme.fr" not in set(s.scalars(sa.select(Suggestion.email)))
         last = s.scalar(
             sa.select(models.Opportunity.last_activity_at).where(
@@ -319,6 +351,8 @@ def test_scenario_precision_recall_review_and_retro_linking(setup) -> None:  # t
         again = linking.match_all(s, cfg)
     assert (again.added, again.removed, again.changed) == (0, 0, 0)
     assert again.messages == len(w.truth)
+    with factory() as s:
+        _check_anchors(s, w)
 
 
 def test_scenario_with_thread_sticky_links_every_thread(setup, tmp_path) -> None:  # type: ignore[no-untyped-def]

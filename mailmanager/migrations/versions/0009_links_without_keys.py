@@ -33,7 +33,7 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("match_states", schema=None) as batch_op:
         batch_op.drop_constraint("fk_match_states_message_id_messages", type_="foreignkey")
-    for statement in linktriggers.create(op.get_bind().dialect.name):
+    for statement in linktriggers.create(op.get_bind().dialect.name, anchors=False):
         op.execute(statement)
 
 
