@@ -122,6 +122,7 @@ def bulk_insert(
                     copy.write_row(row)
         except psycopg.errors.UniqueViolation:
             cursor.execute("ROLLBACK TO SAVEPOINT mm_fresh")
+            cursor.execute("RELEASE SAVEPOINT mm_fresh")
         else:
             cursor.execute("RELEASE SAVEPOINT mm_fresh")
             return

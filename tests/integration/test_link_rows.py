@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager import models, store, threadstore
+from mailmanager import linkwrite, models, store, threadstore
 from mailmanager.models import Link, MatchState, Message, Thread
 from tests.conftest import new_pg_database
 
@@ -81,6 +81,28 @@ def test_a_thread_merge_moves_matcher_and_manual_links(factory: sessionmaker[Ses
     assert {(m, t) for m, t, _ in links if t == keep} == {
         (gone_mids[0], keep), (gone_mids[1], keep), (None, keep)
     }  # fmt: skip
+
+
+def test_rows_another_worker_wrote_first_are_skipped(factory: sessionmaker[Session]) -> None:
+    """New mail's rows go straight in (PostgreSQL: COPY); when another worker wrote some of
+    them meanwhile, the rest still goes in and the batch does not fail."""
+    with factory.begin() as s:
+        tid, mids = _thread_with_messages(s, 3, "w")
+        s.add(MatchState(message_id=mids[1], reason="linked", detail="the other worker"))
+    columns = (("message_id", "int"), ("reason", "text"), ("detail", "text"), ("matched_at", ""))
+    with factory.begin() as s:
+        now = linkwrite.driver_time(s, models.utcnow())
+        rows = [(m, "linked", "this worker", now) for m in mids]
+        linkwrite.bulk_insert(
+            s, "match_states", columns, rows, "ON CONFLICT DO NOTHING", fresh=True
+        )
+        linkwrite.bulk_insert(s, "match_states", columns, [], "", fresh=True)  # nothing to do
+        s.add(Link(message_id=mids[0], thread_id=tid, target_kind="contact", target_id=1,
+                   method="address", created_by="matcher"))  # fmt: skip
+    with factory() as s:
+        got = {m: d for m, d in s.execute(sa.select(MatchState.message_id, MatchState.detail))}
+        assert s.scalar(sa.select(sa.func.count()).select_from(Link)) == 1
+    assert got == {mids[0]: "this worker", mids[1]: "the other worker", mids[2]: "this worker"}
 
 
 @pytest.mark.parametrize(
