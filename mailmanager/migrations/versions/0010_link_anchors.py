@@ -1,5 +1,5 @@
 """links get `anchor`: only anchors (one row per thread and target, and every manual row)
-are indexed by target
+are indexed by target; match_states lose their index on reason (no query reads by it)
 
 Revision ID: 0010
 Revises: 0009
@@ -47,10 +47,12 @@ def upgrade() -> None:
         )
     for statement in linktriggers.create(dialect):
         op.execute(statement)
+    op.drop_index("ix_match_states_reason", table_name="match_states")
 
 
 def downgrade() -> None:
     dialect = op.get_bind().dialect.name
+    op.create_index("ix_match_states_reason", "match_states", ["reason"])
     for statement in linktriggers.drop(dialect):
         op.execute(statement)
     with op.batch_alter_table("links", schema=None) as batch_op:
