@@ -348,14 +348,15 @@ class Link(Base):
     `tombstone=True` records a manual unlink: the matcher never re-creates that link.
 
     The matcher writes message-level rows only (`created_by = "matcher"`, no tombstone);
-    thread-level rows (`message_id` NULL) are manual links and tombstones. Only those
-    manual rows are indexed by thread (`ix_links_manual`: its predicate is `MANUAL_LINKS`, which a
-    query must repeat word for word for SQLite to use it); the matcher's rows are found by
-    message. `message_id` and `thread_id` carry no foreign key: these are derived rows
-    written by the hundred thousand, and each key check cost PostgreSQL a row lock on the
-    message or thread (about 40% of the matcher's insert time). Messages are never
-    deleted by mailmanager, thread merges re-point links first (`threadstore.merge`), and
-    a trigger (`linktriggers`) still deletes a deleted message's links and verdict.
+    thread-level rows (`message_id` NULL) are manual links and tombstones. Only manual
+    rows are indexed by thread (`ix_links_manual`, whose predicate `MANUAL_LINKS` a query
+    must repeat word for word for SQLite to use it: `manual_links`); the matcher's rows
+    are found by message. `message_id` and `thread_id` carry no foreign key: these are
+    derived rows written by the hundred thousand, and each key check cost PostgreSQL a
+    row lock on the message or thread (about 40% of the matcher's insert time). Messages
+    are never deleted by mailmanager, thread merges re-point links first
+    (`threadstore.merge`), and a trigger (`linktriggers`) still deletes a deleted
+    message's links and verdict.
 
     Finding the mail of a record goes through `anchor` rows: for each thread and target,
     at least one row linking them has `anchor` set (the matcher sets it on the row of
