@@ -229,8 +229,7 @@ class Output:
                     for d in mv.links:
                         aim = (d.kind, d.target_id)
                         anchor = aim not in anchored
-                        if anchor:
-                            anchored.add(aim)
+                        anchored.add(aim)
                         fresh.append(
                             (mid, tid, d.kind, d.target_id, d.method, d.confidence,
                              d.explanation, False, anchor, MATCHER, now)
@@ -244,8 +243,7 @@ class Output:
                     keep.add(key)
                     aim = (d.kind, d.target_id)
                     anchor = aim not in anchored
-                    if anchor:
-                        anchored.add(aim)
+                    anchored.add(aim)
                     conf = round(d.confidence, 3)
                     prev = old.get(key)
                     if prev is None:

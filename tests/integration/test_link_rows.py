@@ -1,7 +1,10 @@
-"""Links and verdicts carry no foreign key (migration 0009): what the keys did is still done.
+"""Links and verdicts carry no foreign key (migration 0009) and only anchors are indexed
+by record (0010): what the keys did is still done, and nothing gets lost.
 
 A deleted message takes its links and verdict with it (a trigger), a thread merge moves
-the matcher's links and the manual ones, and an upgrade from 0008 keeps every row.
+the matcher's links and the manual ones, rows another worker wrote first do not fail a
+batch, the partial indexes serve their queries, and an upgrade from 0008 keeps every row
+and anchors each thread's links.
 """
 
 from __future__ import annotations
@@ -34,10 +37,10 @@ def _thread_with_messages(s: Session, n: int, tag: str) -> tuple[int, list[int]]
     return thread.id, mids
 
 
-def _links(s: Session, thread: int, mids: list[int], by: str = "matcher") -> None:
+def _links(s: Session, thread: int, mids: list[int]) -> None:
     for mid in mids:
         s.add(Link(message_id=mid, thread_id=thread, target_kind="contact", target_id=1,
-                   method="address", explanation="x", created_by=by))  # fmt: skip
+                   method="address", explanation="x", created_by="matcher"))  # fmt: skip
         s.add(MatchState(message_id=mid, reason="linked"))
     # A manual link on the whole thread and a tombstone on its first message.
     s.add(Link(message_id=None, thread_id=thread, target_kind="company", target_id=2,
