@@ -180,12 +180,13 @@ class Output:
         seen = [m for m in mids if m in old]
         out = {}
         for part in linkindex.parts(self.s, seen):
-            for lid, mid, kind, target, method, conf, why, anchor in linkindex.raw_rows(
+            for lid, mid, kind, target, method, conf, why, anchor in linkindex.rows_by(
                 self.s,
-                "SELECT id, message_id, target_kind, target_id, method, confidence, explanation, "
-                f"anchor FROM links WHERE created_by = '{MATCHER}' AND NOT tombstone "
-                "AND message_id {}",
+                "id, message_id, target_kind, target_id, method, confidence, explanation, anchor",
+                "links",
+                "message_id",
                 part,
+                where=f"created_by = '{MATCHER}' AND NOT tombstone",
             ):
                 out[(mid, kind, target)] = (lid, method, round(float(conf), 3), why, bool(anchor))
         return out
@@ -306,11 +307,13 @@ class Output:
         s, r = self.s, ReviewItem
         existing = {
             tid: (rid, status, candidates, why)
-            for rid, tid, status, candidates, why in linkindex.raw_rows(
+            for rid, tid, status, candidates, why in linkindex.rows_by(
                 s,
-                "SELECT id, thread_id, status, candidates, explanation FROM review_items "
-                "WHERE kind = 'opportunity' AND thread_id {}",
+                "id, thread_id, status, candidates, explanation",
+                "review_items",
+                "thread_id",
                 chunk,
+                where="kind = 'opportunity'",
             )
         }
         now = models.utcnow()

@@ -70,7 +70,19 @@ def make_engine(url: str, echo: bool = False) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         return engine
-    return sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=4, max_overflow=4)
+    engine = sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=4, max_overflow=4)
+    event.listen(engine, "connect", _postgresql_settings)
+    return engine
+
+
+def _postgresql_settings(dbapi_conn: Any, _record: Any) -> None:
+    # No JIT compilation: mailmanager's statements are short keyed reads and writes, and
+    # PostgreSQL compiles a plan whose estimated cost passes `jit_above_cost` (an estimate
+    # that stale statistics inflate) in about 100 ms, more than such a statement runs.
+    cur = dbapi_conn.cursor()
+    cur.execute("SET jit = off")
+    cur.close()
+    dbapi_conn.commit()  # a SET in a transaction rolled back later would be undone
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
