@@ -62,10 +62,10 @@ class HeaderError(MailmanagerError):
 def _strip(value: str) -> str:
     # Fast paths: printable text (no Cc/Cf/Zl/Zp) needs nothing; the usual line breaks,
     # tabs and no-break spaces become spaces (whitespace is collapsed afterwards anyway).
-    if value.isprintable():
+    if value.isprintable() and "  " not in value:
         return value
     value = value.translate(_WHITESPACE)
-    if value.isprintable():
+    if value.isprintable() and "  " not in value:
         return value
     # Cc: C0/C1 controls (CR, LF, NUL...); Cf: invisible format characters (bidi overrides);
     # Zl/Zp: U+2028/U+2029, which str.splitlines() treats as line breaks.
@@ -78,7 +78,10 @@ def _strip(value: str) -> str:
 
 def one_line(value: str, limit: int = 200) -> str:
     """`value` on one line: controls removed, whitespace collapsed, at most `limit` chars."""
-    text = _SPACE.sub(" ", _strip(value)).strip()
+    if value.isprintable() and "  " not in value:
+        text = value.strip()  # the usual case: in printable text only " " is whitespace
+    else:
+        text = _SPACE.sub(" ", _strip(value)).strip()
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
@@ -90,7 +93,7 @@ def sanitize(value: str, limit: int = 200) -> str:
     (CVE-2024-6923, see the module docstring) and the result capped at `limit` characters.
     """
     text = value
-    for _ in range(3):  # an encoded word may decode to another one
+    for _ in range(3 if "=?" in text else 0):  # an encoded word may decode to another one
         decoded = _ENCODED_WORD.sub(_decode_word, text)
         if decoded == text:
             break

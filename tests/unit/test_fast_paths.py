@@ -1,4 +1,4 @@
-"""The parser's shortcuts give exactly what the general code gives."""
+"""The parser's and the digest's shortcuts give exactly what the general code gives."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from email.utils import getaddresses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailmanager import addresses, parsing
+from mailmanager import addresses, parsing, smtp
 
 # Pieces of address lists, tricky ones included: quotes, escapes, comments, groups, routes.
 _BITS = [
@@ -68,3 +68,17 @@ def test_long_bodies_give_the_same_snippet_as_the_whole_text() -> None:
             for _ in range(rnd.randint(50, 2500))
         )
         assert parsing.make_snippet(text) == _slow_snippet(text)
+
+
+# Text as digests see it: names, subjects and snippets, with every kind of space and control.
+_PIECES = [*"ab é=?", "  ", "\t", "\n", "\r", "\u00a0", "\u2028", "\u200e", "\x00", "\x1c",
+           "\u3000", "=?utf-8?q?x?="]  # fmt: skip
+_TEXT = st.lists(st.sampled_from(_PIECES), max_size=20).map("".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_TEXT, st.integers(min_value=1, max_value=40))
+def test_one_line_shortcut_gives_what_the_general_path_gives(value: str, limit: int) -> None:
+    general = smtp._SPACE.sub(" ", smtp._strip(value)).strip()
+    general = general if len(general) <= limit else general[: limit - 1].rstrip() + "…"
+    assert smtp.one_line(value, limit) == general
