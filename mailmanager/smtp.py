@@ -62,10 +62,10 @@ class HeaderError(MailmanagerError):
 def _strip(value: str) -> str:
     # Fast paths: printable text (no Cc/Cf/Zl/Zp) needs nothing; the usual line breaks,
     # tabs and no-break spaces become spaces (whitespace is collapsed afterwards anyway).
-    if value.isprintable() and "  " not in value:
+    if value.isprintable():
         return value
     value = value.translate(_WHITESPACE)
-    if value.isprintable() and "  " not in value:
+    if value.isprintable():
         return value
     # Cc: C0/C1 controls (CR, LF, NUL...); Cf: invisible format characters (bidi overrides);
     # Zl/Zp: U+2028/U+2029, which str.splitlines() treats as line breaks.

@@ -265,3 +265,17 @@ def test_reads_by_id_use_the_index_whatever_the_statistics_on_postgresql(
         engine.dispose()
     assert "Seq Scan on links" not in plan and "uq_links_message_id" in plan, plan
     assert sorted(mid for _, mid in found) == list(range(1, 100000, 500))
+
+
+def test_postgresql_connections_run_without_jit(pg_database: str) -> None:
+    """JIT compilation (about 100 ms) is off on every pooled connection, also once a
+    transaction has been rolled back."""
+    engine = store.make_engine(pg_database)
+    try:
+        for _ in range(2):
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+                conn.rollback()
+                assert conn.exec_driver_sql("SHOW jit").scalar() == "off"
+    finally:
+        engine.dispose()
