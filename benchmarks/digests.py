@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mailmanager import digest, reminders, smtp
+from mailmanager.notify import digest, smtp
+from mailmanager.reminders import evaluation as reminders
 
 SUBJECTS = [
     "Devis portes coupe-feu — bâtiment B",

@@ -142,7 +142,7 @@ def phase_fake(url: str, connections: int) -> None:
 
 
 def _connector(url: str, connections: int) -> Any:
-    from connectors.exchange import ExchangeConnector
+    from connectors.exchange.connector import ExchangeConnector
     from mailmanager import spi
 
     values = {o.name: o.default for o in ExchangeConnector.options}
@@ -160,9 +160,11 @@ def phase_connector(url: str, connections: int) -> None:
 def phase_sync(config: str) -> None:
     """Child: a full sync through the sync engine (the class registered as the entry point
     `exchange` would be), timed around Syncer.sync()."""
-    from connectors.exchange import ExchangeConnector
+    from connectors.exchange.connector import ExchangeConnector
     from mailmanager import config as config_mod
-    from mailmanager import registry, store, sync
+    from mailmanager import registry
+    from mailmanager.db import store
+    from mailmanager.sync import engine as sync
 
     registry.register("exchange", ExchangeConnector)
     cfg = config_mod.load(config)

@@ -175,7 +175,7 @@ def phase_fake(creds: dict[str, Any]) -> None:
 
 
 def _values(creds: dict[str, Any]) -> dict[str, object]:
-    from connectors.gmail import GmailConnector
+    from connectors.gmail.connector import GmailConnector
 
     values: dict[str, object] = {o.name: o.default for o in GmailConnector.options}
     values.update(
@@ -188,7 +188,7 @@ def _values(creds: dict[str, Any]) -> dict[str, object]:
 
 def phase_connector(creds: dict[str, Any]) -> None:
     """Child: the connector alone, a full scan of All Mail in batches of 200."""
-    from connectors.gmail import GmailConnector
+    from connectors.gmail.connector import GmailConnector
     from mailmanager import spi
 
     conn = GmailConnector(spi.ConnectorConfig("bench", _values(creds)))
@@ -197,7 +197,9 @@ def phase_connector(creds: dict[str, Any]) -> None:
 
 def phase_sync(creds: dict[str, Any], workdir: str) -> None:
     """Child: a full sync into a fresh SQLite database through the sync engine."""
-    from mailmanager import config, store, sync
+    from mailmanager import config
+    from mailmanager.db import store
+    from mailmanager.sync import engine as sync
 
     secret = Path(workdir) / "client.json"
     secret.write_text(creds["client_json"])

@@ -124,7 +124,7 @@ def phase_fake(info: dict[str, Any]) -> None:
 
 
 def _register() -> None:
-    from connectors.graph import GraphConnector
+    from connectors.graph.connector import GraphConnector
     from mailmanager import registry
 
     registry.register("graph", GraphConnector)
@@ -146,7 +146,8 @@ def phase_sync(config: str) -> None:
     """Child: one sync through the engine (first run: full; second run: no change)."""
     _register()
     from mailmanager import config as config_mod
-    from mailmanager import store, sync
+    from mailmanager.db import store
+    from mailmanager.sync import engine as sync
 
     cfg = config_mod.load(config)
     engine = store.make_engine(cfg.database.url_with_secret())
@@ -165,7 +166,9 @@ def phase_memory(config: str, messages: str) -> None:
     ceiling, to tell what the Graph connector costs a full sync)."""
     from connectors.memory import MemoryConnector
     from mailmanager import config as config_mod
-    from mailmanager import spi, store, sync
+    from mailmanager import spi
+    from mailmanager.db import store
+    from mailmanager.sync import engine as sync
     from tests.fakes.graph_server import read_messages
 
     account = MemoryConnector.account("bench")

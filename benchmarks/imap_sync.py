@@ -133,7 +133,8 @@ def phase_connector(config: str) -> None:
 def phase_nochange(config: str) -> None:
     """Child: one no-change resync, timed around Syncer.sync() only."""
     from mailmanager import config as config_mod
-    from mailmanager import store, sync
+    from mailmanager.db import store
+    from mailmanager.sync import engine as sync
 
     cfg = config_mod.load(config)
     engine = store.make_engine(cfg.database.url_with_secret())

@@ -37,7 +37,7 @@ def write_maildir(root: Path, n: int) -> int:
 
 
 def worker_parse(root: Path) -> dict[str, float]:
-    from mailmanager import parsing
+    from mailmanager.mail import parsing
 
     files = sorted((root / "INBOX" / "cur").iterdir())
     start = time.perf_counter()
@@ -50,7 +50,9 @@ def worker_parse(root: Path) -> dict[str, float]:
 
 
 def worker_ingest(root: Path, workers: int) -> dict[str, float]:
-    from mailmanager import config, store, sync
+    from mailmanager import config
+    from mailmanager.db import store
+    from mailmanager.sync import engine as sync
 
     db = root / "bench.db"
     cfg_path = root / "bench.toml"

@@ -47,7 +47,12 @@ import sqlalchemy as sa
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from mailmanager import config, linking, models, store  # noqa: E402
+from mailmanager import config
+from mailmanager.db import (
+    models,
+    store,  # noqa: E402
+)
+from mailmanager.matching import run as linking
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
 SIZES = {"contacts": 100_000, "companies": 20_000, "opportunities": 50_000, "messages": 200_000}

@@ -36,7 +36,12 @@ sys.path.insert(0, str(HERE.parent))
 
 import sqlalchemy as sa  # noqa: E402
 
-from mailmanager import config, models, reminders, store  # noqa: E402
+from mailmanager import config
+from mailmanager.db import (
+    models,
+    store,  # noqa: E402
+)
+from mailmanager.reminders import evaluation as reminders
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 NOW = datetime(2026, 11, 18, 10, tzinfo=UTC)  # a Wednesday

@@ -1,5 +1,5 @@
 """`python -m mailmanager`."""
 
-from mailmanager.cli import run
+from mailmanager.cli.app import run
 
 run()

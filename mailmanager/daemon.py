@@ -32,7 +32,10 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config as config_mod
-from mailmanager import models, reminders, store, sync, watch
+from mailmanager.db import models, store
+from mailmanager.reminders import evaluation as reminders
+from mailmanager.sync import engine as sync
+from mailmanager.sync import watch
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,8 @@ def follow_up_once(
 ) -> PassReport:
     """The jobs after a sync, once each: evaluate reminders, queue the digests whose slot is
     open, flush the outbox. Errors propagate (the caller is the job boundary)."""
-    from mailmanager import notify, outbox  # mail templates and SMTP: only when sending
+    from mailmanager.notify import notifier as notify
+    from mailmanager.notify import outbox  # mail templates and SMTP: only when sending
 
     report = PassReport()
     if cfg.reminders.enabled:
@@ -116,7 +120,8 @@ def notify_job(
     cfg: config_mod.Config, factory: sessionmaker[Session], stop: threading.Event
 ) -> None:
     """Queue the digests whose slot is open (and immediate mails), then send them."""
-    from mailmanager import notify, outbox
+    from mailmanager.notify import notifier as notify
+    from mailmanager.notify import outbox
 
     try:
         report = notify.run(cfg, factory, models.utcnow())
@@ -130,7 +135,7 @@ def flush_job(
     cfg: config_mod.Config, factory: sessionmaker[Session], stop: threading.Event
 ) -> None:
     """Send what the outbox holds that is due (retries included)."""
-    from mailmanager import outbox
+    from mailmanager.notify import outbox
 
     try:
         outbox.flush(cfg, factory, stop=stop)

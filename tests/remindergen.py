@@ -16,7 +16,10 @@ import time_machine
 from sqlalchemy.orm import Session
 
 from connectors.memory import MemoryConnector
-from mailmanager import config, models, reminders, spi, store, sync
+from mailmanager import config, spi
+from mailmanager.db import models, store
+from mailmanager.reminders import evaluation as reminders
+from mailmanager.sync import engine as sync
 from tests.mailgen import T0
 
 ALICE = "Alice Martin <alice@example.com>"

@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mailmanager import models, store
+from mailmanager.db import models, store
 
 
 def cli(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from mailmanager import models, store
+from mailmanager.db import models, store
 from tests.cli.helpers import cli_json
 from tests.conftest import ConfigWriter
 from tests.corpus import corpus_messages

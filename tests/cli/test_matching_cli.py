@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mailmanager import models, store
+from mailmanager.db import models, store
 from tests.cli.helpers import cli, cli_json
 from tests.conftest import ConfigWriter
 from tests.mailgen import day, make

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager import config, sync
+from mailmanager import config
+from mailmanager.sync import engine as sync
 from tests.conftest import ConfigWriter
 from tests.integration.notify_support import (
     Sink,

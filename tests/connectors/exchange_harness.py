@@ -14,7 +14,7 @@ import atexit
 import uuid
 from pathlib import Path
 
-from connectors.exchange import ExchangeConnector
+from connectors.exchange.connector import ExchangeConnector
 from mailmanager import registry, spi
 from tests.dovecot import free_port
 from tests.fakes.ews_server import EwsServer

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.gmail import GmailConnector
+from connectors.gmail.connector import GmailConnector
 from mailmanager import registry, spi
 from tests.fakes.gmail_server import GmailFake
 

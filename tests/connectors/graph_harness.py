@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from connectors.graph import GraphConnector
+from connectors.graph.connector import GraphConnector
 from mailmanager import registry, spi
 from tests.fakes.graph_server import shared_fake
 

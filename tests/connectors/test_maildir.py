@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from harness import build, drain, messages
 
-from connectors.maildir import MaildirConnector, folder_role
+from connectors.maildir.connector import MaildirConnector, folder_role
 from mailmanager import spi
 from tests.corpus import corpus_messages
 
@@ -308,7 +308,7 @@ def test_unreadable_file_is_skipped_with_a_warning(
     conn = connect(tmp_path / "mail")
     folder = conn.list_folders()[0]
     failing_open(monkeypatch, "1.eml", errno.EACCES)
-    with caplog.at_level(logging.WARNING, logger="connectors.maildir"):
+    with caplog.at_level(logging.WARNING, logger="connectors.maildir.connector"):
         batches, _ = drain(conn, folder, None, 10)
     assert [m.raw for m in messages(batches)] == [msg(0), msg(2)]
     assert [r.action for r in caplog.records] == ["maildir_skip_unreadable"]  # type: ignore[attr-defined]

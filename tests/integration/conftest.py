@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from connectors.imap import ImapConnector
+from connectors.imap.connector import ImapConnector
 from mailmanager import spi
 from tests.dovecot import NO_CONDSTORE_CAPABILITY, DovecotServer, dovecot_binary
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from connectors.gmail import GmailConnector
+from connectors.gmail.connector import GmailConnector
 from mailmanager import spi
 from tests.fakes.gmail_server import READONLY, GmailFake
 from tests.mailgen import make

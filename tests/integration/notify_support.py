@@ -25,7 +25,10 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager import businesstime, config, models, reminders
+from mailmanager import config
+from mailmanager.db import models
+from mailmanager.reminders import businesstime
+from mailmanager.reminders import evaluation as reminders
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.memory import MemoryConnector
-from mailmanager import config, spi, sync, threadstore
-from mailmanager.models import Message, Thread
+from mailmanager import config, spi
+from mailmanager.db.models import Message, Thread
+from mailmanager.sync import engine as sync
+from mailmanager.sync import threadstore
 from tests.conftest import ConfigWriter
 from tests.corpus import corpus_messages
 

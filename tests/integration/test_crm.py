@@ -3,7 +3,6 @@ opportunities, duplicate detection and merging."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from decimal import Decimal
@@ -12,8 +11,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager import config, crm, crmviews, dedupe, models, opportunities, sync
-from mailmanager.models import Contact, ContactEmail, Link, Participant
+from mailmanager import config
+from mailmanager.crm import dedupe, opportunities
+from mailmanager.crm import records as crm
+from mailmanager.crm import views as crmviews
+from mailmanager.db import models
+from mailmanager.db.models import Contact, ContactEmail, Link, Participant
+from mailmanager.sync import engine as sync
 from tests.conftest import ConfigWriter
 
 
@@ -274,9 +278,6 @@ def test_duplicates_written_under_an_older_rule_are_found_and_rekeyed(
     assert s.get(Contact, c.id) is not None
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("mailmanager.linking") is None, reason="the matcher is not there yet"
-)
 def test_creating_a_contact_links_its_past_mail(
     db_url: str, write_config: ConfigWriter, factory: sessionmaker[Session]
 ) -> None:

@@ -13,7 +13,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager import crmcache, matcher, models, store
+from mailmanager.db import models, store
+from mailmanager.matching import cascade as matcher
+from mailmanager.matching import crmcache
 
 BIG = crmcache.WHOLE_ABOVE + 1  # a run big enough to load (and cache) the whole CRM
 

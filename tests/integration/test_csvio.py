@@ -11,8 +11,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager import config, crm, crmviews, csvio, models, opportunities, sync
-from mailmanager.models import Company, Contact
+from mailmanager import config
+from mailmanager.crm import csvio, opportunities
+from mailmanager.crm import records as crm
+from mailmanager.crm import views as crmviews
+from mailmanager.db import models
+from mailmanager.db.models import Company, Contact
+from mailmanager.sync import engine as sync
 from tests.conftest import ConfigWriter
 
 

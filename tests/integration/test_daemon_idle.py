@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config, daemon
-from mailmanager.models import Message
+from mailmanager.db.models import Message
 from tests.conftest import ConfigWriter
 from tests.dovecot import PASSWORD, DovecotServer
 from tests.mailgen import day, make
@@ -112,7 +112,7 @@ def test_idle_reconnects_after_the_server_drops_the_link(
     write_config: ConfigWriter,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="mailmanager.watch")
+    caplog.set_level(logging.INFO, logger="mailmanager.sync.watch")
     user = DovecotServer.new_user()
     dovecot.append(user, "INBOX", [message(0)])
     cfg = config.load(write_config(db_url, mailbox_toml(dovecot, user, idle=True)))
@@ -142,7 +142,7 @@ def test_bad_credentials_end_the_watcher_not_the_daemon(
     write_config: ConfigWriter,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="mailmanager.watch")
+    caplog.set_level(logging.INFO, logger="mailmanager.sync.watch")
     user = DovecotServer.new_user()
     toml = mailbox_toml(dovecot, user, idle=True, password="WRONG")
     cfg = config.load(write_config(db_url, toml))

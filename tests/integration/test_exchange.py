@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from connectors import exchange_ews, exchange_soap
-from connectors.exchange import ExchangeConnector
+from connectors.exchange import ews as exchange_ews
+from connectors.exchange import soap as exchange_soap
+from connectors.exchange.connector import ExchangeConnector
 from mailmanager import spi
 from tests.drain import drain
 from tests.fakes.ews_server import EwsServer, FakeMailbox

@@ -15,8 +15,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from connectors.exchange import ExchangeConnector
-from mailmanager import config, models, registry, spi, sync
+from connectors.exchange.connector import ExchangeConnector
+from mailmanager import config, registry, spi
+from mailmanager.db import models
+from mailmanager.sync import engine as sync
 from tests.conftest import ConfigWriter
 from tests.dovecot import make_self_signed_cert
 from tests.fakes.ews_server import EwsServer
@@ -263,7 +265,8 @@ def mailbox_test(cfg_path: Path, env_password: str) -> subprocess.CompletedProce
     shim = textwrap.dedent("""
         import sys
         from connectors.exchange import ExchangeConnector
-        from mailmanager import cli, registry
+        from mailmanager import registry
+        from mailmanager.cli import app as cli
         registry.register("exchange", ExchangeConnector)
         sys.argv = ["mailmanager", *sys.argv[1:]]
         cli.run()

@@ -17,8 +17,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager import config, ingest, linking, models, registry, spi, sync
-from mailmanager.models import Message, PendingThread, Thread
+from mailmanager import config, events, registry, spi
+from mailmanager.db import models
+from mailmanager.db.models import Message, PendingThread, Thread
+from mailmanager.matching import run as linking
+from mailmanager.sync import engine as sync
 from tests.conftest import ConfigWriter
 from tests.mailgen import day, make
 
@@ -148,7 +151,7 @@ def test_the_worker_process_stores_what_the_in_process_path_stores(
     assert _count(factory, Thread) == 8
 
     other = f"sqlite:///{tmp_path / 'inline.db'}"
-    from mailmanager import store
+    from mailmanager.db import store
 
     engine = store.make_engine(other)
     store.upgrade(engine)
@@ -243,7 +246,7 @@ def test_a_full_scan_runs_the_stages_once_at_its_end_an_incremental_sync_per_bat
 ) -> None:
     calls: list[list[int]] = []
 
-    def hook(s: Session, cfg: config.Config, result: ingest.BatchResult) -> None:
+    def hook(s: Session, cfg: config.Config, result: events.BatchResult) -> None:
         pending = _count_in(s, PendingThread)
         calls.append([*sorted(result.threads), -pending])
 
@@ -273,7 +276,7 @@ def _count_in(s: Session, model: type[models.Base]) -> int:
 def test_stages_cut_short_by_a_crash_run_at_the_next_sync(
     write_config: ConfigWriter, db_url: str, factory: sessionmaker[Session]
 ) -> None:
-    def broken(s: Session, cfg: config.Config, result: ingest.BatchResult) -> None:
+    def broken(s: Session, cfg: config.Config, result: events.BatchResult) -> None:
         raise RuntimeError("killed while matching")
 
     cfg = _config(write_config, db_url, count=9)

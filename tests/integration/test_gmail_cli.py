@@ -15,8 +15,10 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager import config, models, sync, tokens
-from mailmanager.cli import main
+from mailmanager import config
+from mailmanager.cli.app import main
+from mailmanager.db import models, tokens
+from mailmanager.sync import engine as sync
 from tests.conftest import ConfigWriter
 from tests.fakes.gmail_server import GmailFake
 from tests.integration.gmail_support import msg

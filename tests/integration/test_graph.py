@@ -21,10 +21,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from connectors import graph_folders
-from connectors.graph import GraphConnector
-from connectors.graph_http import retry_after
-from mailmanager import config, models, spi, sync
+from connectors.graph import folders as graph_folders
+from connectors.graph.connector import GraphConnector
+from connectors.graph.http import retry_after
+from mailmanager import config, spi
+from mailmanager.db import models
+from mailmanager.sync import engine as sync
 from tests.conftest import ConfigWriter
 from tests.connectors.graph_harness import GraphHarness
 from tests.mailgen import make

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from connectors.graph import GraphConnector
+from connectors.graph.connector import GraphConnector
 from mailmanager import spi
 from tests.connectors.graph_harness import GraphHarness
 from tests.fakes.graph_server import make_client_certificate
@@ -205,7 +205,7 @@ def _cli(
         from connectors.graph import GraphConnector
         from mailmanager import registry
         registry.register("graph", GraphConnector)
-        from mailmanager.cli import main
+        from mailmanager.cli.app import main
         sys.exit(main(sys.argv[1:]))
     """)
     env = {**os.environ, "GRAPH_SECRET": secret, "PYTHONPATH": str(REPO), **env_extra}

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 import pytest
 from imapclient.response_parser import parse_fetch_response
 
-from connectors import imap_adapter as ad
-from connectors.imap import ImapConnector
+from connectors.imap import adapter as ad
+from connectors.imap.connector import ImapConnector
 from mailmanager import spi
 
 GMAIL_FETCH = [

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors import imap_adapter
-from connectors.imap import ImapConnector
+from connectors.imap import adapter as imap_adapter
+from connectors.imap.connector import ImapConnector
 from mailmanager import spi
 from tests.dovecot import DovecotServer, free_port
 from tests.drain import drain

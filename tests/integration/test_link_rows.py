@@ -18,8 +18,12 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager import linkindex, linkwrite, models, store, threadstore
-from mailmanager.models import Link, MatchState, Message, Thread
+from mailmanager.db import models, store
+from mailmanager.db.models import Link, MatchState, Message, Thread
+from mailmanager.matching import reads as linkindex
+from mailmanager.matching import run as linking
+from mailmanager.matching import writes as linkwrite
+from mailmanager.sync import threadstore
 from tests.conftest import new_pg_database
 
 
@@ -76,7 +80,7 @@ def test_a_thread_merge_moves_matcher_and_manual_links(factory: sessionmaker[Ses
         other, other_mids = _thread_with_messages(s, 1, "o")
         _links(s, other, other_mids)
     with factory.begin() as s:
-        threadstore.merge(s, keep, [gone])
+        threadstore.merge(s, keep, [gone], [linking.threads_merged])
     with factory() as s:
         links, _ = _rows(s)
         assert s.get(Thread, gone) is None

@@ -12,8 +12,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from mailmanager import config, linking, matcher, models, normalize, store, sync
-from mailmanager.models import Link, MatchState, Message, Participant
+from mailmanager import config
+from mailmanager.db import models, store
+from mailmanager.db.models import Link, MatchState, Message, Participant
+from mailmanager.mail import normalize
+from mailmanager.matching import cascade as matcher
+from mailmanager.matching import run as linking
+from mailmanager.sync import engine as sync
 from tests.conftest import ConfigWriter
 
 

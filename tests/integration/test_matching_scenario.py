@@ -18,8 +18,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.memory import MemoryConnector
-from mailmanager import config, crmcache, curation, linking, models, normalize, spi, sync
-from mailmanager.models import Link, MatchState, Message, ReviewItem, Suggestion
+from mailmanager import config, spi
+from mailmanager.db import models
+from mailmanager.db.models import Link, MatchState, Message, ReviewItem, Suggestion
+from mailmanager.mail import normalize
+from mailmanager.matching import crmcache
+from mailmanager.matching import run as linking
+from mailmanager.services import curation
+from mailmanager.sync import engine as sync
 from tests.conftest import ConfigWriter
 from tests.mailgen import T0, day, make
 

@@ -10,7 +10,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from mailmanager import crmcache, models, store
+from mailmanager.db import models, store
+from mailmanager.matching import crmcache
 from tests.cli.helpers import cli
 from tests.conftest import ConfigWriter, new_pg_database
 

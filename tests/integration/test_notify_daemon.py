@@ -7,7 +7,9 @@ import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager import config, daemon, models, outbox
+from mailmanager import config, daemon
+from mailmanager.db import models
+from mailmanager.notify import outbox
 from tests.conftest import ConfigWriter
 from tests.integration.notify_support import Sink, outbox_rows, wait_for
 

@@ -1,6 +1,7 @@
 """Digests end to end on SQLite and PostgreSQL: synced mail → reminders (the real rules) →
 digest in the outbox, in the transaction that marks them sent → a real SMTP server
-(aiosmtpd on 127.0.0.1). Mail is dated relative to the next working morning in Paris."""
+(aiosmtpd on 127.0.0.1). Mail is dated relative to a working morning in Paris after a fixed
+instant, and the clock is pinned there: no outcome depends on the day the suite runs."""
 
 from __future__ import annotations
 
@@ -14,10 +15,15 @@ from zoneinfo import ZoneInfo
 import holidays
 import pytest
 import sqlalchemy as sa
+import time_machine
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.memory import MemoryAccount, MemoryConnector
-from mailmanager import config, models, notify, outbox, spi, sync
+from mailmanager import config, spi
+from mailmanager.db import models
+from mailmanager.notify import notifier as notify
+from mailmanager.notify import outbox
+from mailmanager.sync import engine as sync
 from tests.conftest import ConfigWriter
 from tests.integration.notify_support import (
     Sink,
@@ -32,8 +38,10 @@ ALICE = "Alice Martin <alice@example.com>"
 JEAN = "Jean Dupont <jean.dupont@acme-industrie.fr>"
 INJECTED_SUBJECT = "Devis =?UTF-8?Q?=0A?=Bcc: injected@example.com portes coupe-feu"
 INJECTED_NAME = "=?UTF-8?Q?J=C3=A9r=C3=B4me=0D=0ABcc:_evil@example.com?="
-# 08:35 in Paris on the next working day: the 08:30 slot is open.
-SLOT = working_morning(datetime.now(UTC))
+# A Tuesday; the clock is pinned to it (see `pinned_clock`).
+REFERENCE = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
+# 08:35 in Paris on the next working day (Wednesday 2 December): the 08:30 slot is open.
+SLOT = working_morning(REFERENCE)
 PARIS = ZoneInfo("Europe/Paris")
 
 
@@ -91,6 +99,13 @@ class Env:
             make(ALICE, JEAN, "Portes coupe-feu", "Qu'en pensez-vous ?\n", "q1@example.com",
                  at=SLOT - timedelta(days=8)),
         )  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def pinned_clock() -> Iterator[None]:
+    """Code that reads the wall clock (outbox retries, sync stamps) sees the reference day."""
+    with time_machine.travel(REFERENCE, tick=True):
+        yield
 
 
 @pytest.fixture
@@ -196,7 +211,7 @@ def test_french_digest_reaches_a_real_smtp_server_once(env: Env) -> None:
 
 def test_english_user_gets_english_digest(env: Env) -> None:
     cfg = env.configure("")
-    bob_slot = working_morning(datetime.now(UTC), "Europe/London", "GB")
+    bob_slot = working_morning(REFERENCE, "Europe/London", "GB")
     bob = MemoryConnector.account(env.account.name + "-bob")
     bob.append(
         "Sent",

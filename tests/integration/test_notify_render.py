@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailmanager import digest, outbox, reminders, smtp
+from mailmanager.notify import digest, outbox, smtp
+from mailmanager.reminders import evaluation as reminders
 
 ALICE = digest.Recipient("alice@example.com", "Alice Martin", "fr", "Europe/Paris")
 BOB = digest.Recipient("bob@example.com", "Bob Smith", "en", "Europe/London")

@@ -22,7 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager import config, models, outbox
+from mailmanager import config
+from mailmanager.db import models
+from mailmanager.notify import outbox
 from tests.conftest import ConfigWriter
 from tests.integration.notify_support import Sink, free_port, outbox_rows
 

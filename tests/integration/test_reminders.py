@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from mailmanager import models
-from mailmanager.models import Reminder
+from mailmanager.db import models
+from mailmanager.db.models import Reminder
 from tests.mailgen import day, make
 from tests.remindergen import ALICE, ASK, JEAN, MARIE, World, dsn
 
@@ -190,7 +190,7 @@ def test_closers_and_statements_create_no_awaiting_reply(world: World, body: str
 
 
 def test_thread_override_always_and_never(world: World) -> None:
-    from mailmanager import reminder_actions
+    from mailmanager.reminders import actions as reminder_actions
 
     ask(world, body="Merci, bonne journée")
     world.sync(day(0.05))

@@ -16,8 +16,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mailmanager import config, normalize, reminders, store, sync
-from mailmanager.models import Message, Participant, Reminder
+from mailmanager import config
+from mailmanager.db import store
+from mailmanager.db.models import Message, Participant, Reminder
+from mailmanager.mail import normalize
+from mailmanager.reminders import evaluation as reminders
+from mailmanager.sync import engine as sync
 
 NOISE = Message.is_auto_reply | Message.is_bulk | Message.is_bounce
 

@@ -13,8 +13,10 @@ import pytest
 import sqlalchemy as sa
 import time_machine
 
-from mailmanager import models, reminder_actions, store, sync
-from mailmanager.models import Reminder
+from mailmanager.db import models, store
+from mailmanager.db.models import Reminder
+from mailmanager.reminders import actions as reminder_actions
+from mailmanager.sync import engine as sync
 from tests.mailgen import day, make
 from tests.remindergen import ALICE, ASK, JEAN, World
 

@@ -11,8 +11,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.memory import MemoryConnector
-from mailmanager import config, models, spi, sync
-from mailmanager.models import Message, MessageLocation, Thread
+from mailmanager import config, spi
+from mailmanager.db import models
+from mailmanager.db.models import Message, MessageLocation, Thread
+from mailmanager.sync import engine as sync
 from tests.conftest import ConfigWriter
 from tests.mailgen import day, make
 

@@ -10,7 +10,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager import config, models, registry, spi, sync
+from mailmanager import config, registry, spi
+from mailmanager.db import models
+from mailmanager.sync import engine as sync
 from tests.conftest import ConfigWriter
 from tests.mailgen import make
 

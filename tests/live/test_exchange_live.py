@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.exchange import ExchangeConnector
-from mailmanager import parsing, spi
+from connectors.exchange.connector import ExchangeConnector
+from mailmanager import spi
+from mailmanager.mail import parsing
 
 CREDENTIALS = Path(__file__).with_name("credentials.toml")
 pytestmark = pytest.mark.live

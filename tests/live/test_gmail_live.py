@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from connectors import gmail_changes
-from connectors.gmail import GmailConnector
-from mailmanager import parsing, spi
+from connectors.gmail import changes as gmail_changes
+from connectors.gmail.connector import GmailConnector
+from mailmanager import spi
+from mailmanager.mail import parsing
 
 CREDENTIALS = Path(__file__).with_name("credentials.toml")
 pytestmark = pytest.mark.live
@@ -37,7 +38,8 @@ def _section() -> dict[str, object]:
 def conn() -> Iterator[GmailConnector]:
     section = _section()
     if section.get("config"):  # built as the daemon builds it, with its token store
-        from mailmanager import config, store, tokens
+        from mailmanager import config
+        from mailmanager.db import store, tokens
 
         cfg = config.load(str(section["config"]))
         engine = store.make_engine(cfg.database.url_with_secret())

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from connectors.graph import GraphConnector
+from connectors.graph.connector import GraphConnector
 from mailmanager import spi
 
 pytestmark = pytest.mark.live

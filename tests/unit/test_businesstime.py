@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 
-from mailmanager import businesstime as bt
+from mailmanager.reminders import businesstime as bt
 
 PARIS = bt.calendar("Europe/Paris", holiday_country="FR")
 MOSELLE = bt.calendar("Europe/Paris", holiday_country="FR", holiday_subdivision="57")

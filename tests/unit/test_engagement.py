@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mailmanager.engagement import summarize
+from mailmanager.services.engagement import summarize
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

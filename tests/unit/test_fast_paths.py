@@ -8,7 +8,8 @@ from email.utils import getaddresses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailmanager import addresses, parsing, smtp
+from mailmanager.mail import addresses, parsing
+from mailmanager.notify import smtp
 
 # Pieces of address lists, tricky ones included: quotes, escapes, comments, groups, routes.
 _BITS = [

@@ -19,8 +19,8 @@ import httplib2  # type: ignore[import-untyped]
 import pytest
 from googleapiclient import http as gapi_http
 
-from connectors import gmail_api
-from connectors.gmail_changes import decode_raw
+from connectors.gmail import api as gmail_api
+from connectors.gmail.changes import decode_raw
 
 URI = "https://gmail.example/batch/gmail/v1"
 BOUNDARY = "===============123=="

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from connectors.graph import GraphConnector
-from connectors.graph_http import _Connections
+from connectors.graph.connector import GraphConnector
+from connectors.graph.http import _Connections
 from mailmanager import spi
 
 

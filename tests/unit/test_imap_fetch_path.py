@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors import imap_adapter as ad
-from connectors import imap_wire
+from connectors.imap import adapter as ad
+from connectors.imap import wire as imap_wire
 from mailmanager import spi
 
 

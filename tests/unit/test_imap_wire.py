@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from imapclient.exceptions import ProtocolError
 from imapclient.response_parser import parse_fetch_response
 
-from connectors.imap_wire import FetchRecord, parse_fetch
+from connectors.imap.wire import FetchRecord, parse_fetch
 
 Parsed = dict[int, dict[bytes, object]]
 

@@ -8,8 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mailmanager import matcher
-from mailmanager.matcher import Blocklist, Index, Mark, MessageFacts, Opp, Party, ThreadFacts
+from mailmanager.matching import cascade as matcher
+from mailmanager.matching.cascade import (
+    Blocklist,
+    Index,
+    Mark,
+    MessageFacts,
+    Opp,
+    Party,
+    ThreadFacts,
+)
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 ALICE = "alice@example.com"

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from mailmanager import config, linking
+from mailmanager import config
+from mailmanager.matching import run as linking
 
 USERS = """
 [organization]

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from mailmanager import normalize
+from mailmanager.mail import normalize
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailmanager import parsing
-from mailmanager.parsing import ParsedMessage, Quarantined
+from mailmanager.mail import parsing
+from mailmanager.mail.parsing import ParsedMessage, Quarantined
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "parsing"
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailmanager import parsing
-from mailmanager.parsing import ParsedMessage, Quarantined
+from mailmanager.mail import parsing
+from mailmanager.mail.parsing import ParsedMessage, Quarantined
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"shared corpus not found at {CORPUS}")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from mailmanager import businesstime as bt
-from mailmanager import reminder_plan as plan
-from mailmanager import reminder_rules as rules
+from mailmanager.reminders import businesstime as bt
+from mailmanager.reminders import plan, rules
 
 CAL = bt.calendar("Europe/Paris", holiday_country="FR")
 ALICE = rules.UserRules(

@@ -8,7 +8,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from mailmanager import reminder_text as rt
+from mailmanager.reminders import text as rt
 
 RECEIVED = datetime(2026, 11, 16, 10, tzinfo=UTC)  # a Monday
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from mailmanager import threads
-from mailmanager.threads import FallbackCandidate, SummaryInput, ThreadInput
+from mailmanager.mail import threads
+from mailmanager.mail.threads import FallbackCandidate, SummaryInput, ThreadInput
 
 
 def groups_of(

@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager import models, spi, tokens
+from mailmanager import spi
+from mailmanager.db import models, tokens
 
 SECRET = "1//0refresh-token-that-must-not-leak"
 

@@ -1,0 +1,81 @@
+"""`mailmanager auth MAILBOX` (OAuth consent) and `mailmanager secrets new-key|rotate`.
+
+Tokens obtained by `auth` go to the encrypted token store (`mailmanager.tokens`), so a
+secret key must be configured first; `auth` checks that before sending anyone to a
+consent page.
+"""
+
+from __future__ import annotations
+
+import click
+
+from mailmanager import config as config_mod
+from mailmanager import registry, spi
+from mailmanager.cli.app import EXIT_CONFIG, EXIT_FAILED, State, database, fail
+from mailmanager.db import tokens
+
+
+@click.command("auth")
+@click.argument("mailbox")
+@click.pass_obj
+def auth(state: State, mailbox: str) -> None:
+    """Give mailbox MAILBOX access to its provider (OAuth consent); stores the token."""
+    cfg = state.config()
+    with database(state) as factory:
+        try:
+            mb = cfg.mailbox(mailbox)
+            cls = registry.load(mb.connector, key=f"mailboxes.{mailbox}.connector")
+            connector = cls(tokens.connector_config(cfg, mb, factory))
+        except (spi.ConfigError, config_mod.ConfigErrors) as exc:
+            fail(str(exc), EXIT_CONFIG)
+        try:
+            if not isinstance(connector, spi.Authorizable):
+                click.echo(
+                    f"mailbox {mailbox!r} uses the {mb.connector!r} connector, which needs no "
+                    "consent: its credentials come from the configuration file."
+                )
+                return
+            tokens.cipher()  # fail now, not after the consent screen, when no key is set
+            connector.authorize(click.echo)
+        except spi.ConfigError as exc:
+            fail(str(exc), EXIT_CONFIG)
+        except spi.ConnectorError as exc:
+            fail(f"authorization failed: {exc}", EXIT_FAILED)
+        finally:
+            connector.close()
+
+
+@click.group("secrets")
+def secrets_group() -> None:
+    """Manage the key that encrypts stored OAuth tokens."""
+
+
+@secrets_group.command("new-key")
+def new_key() -> None:
+    """Print a new secret key (Fernet) for MAILMANAGER_SECRET_KEY."""
+    key = tokens.new_key()
+    click.echo(key)
+    click.echo(
+        f"\nKeep it secret and out of the config file: export {tokens.ENV_KEY}={key}\n"
+        f"or write it, one key per line, to a file of mode 600 named by {tokens.ENV_KEY_FILE}.\n"
+        "To rotate: list the new key first and the old ones after it, run "
+        "`mailmanager secrets rotate`, then drop the old keys.",
+        err=True,
+    )
+
+
+@secrets_group.command("rotate")
+@click.pass_obj
+def rotate(state: State) -> None:
+    """Re-encrypt every stored token under the newest key (the first one listed)."""
+    with database(state) as factory:
+        try:
+            count = tokens.rotate(factory)
+        except spi.ConfigError as exc:
+            fail(str(exc), EXIT_CONFIG)
+    click.echo(f"re-encrypted {count} token(s) under the newest key")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(auth)
+    main.add_command(secrets_group)

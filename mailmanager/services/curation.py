@@ -1,0 +1,295 @@
+"""What people decide by hand: sticky links and unlinks, the review queue, suggested contacts.
+
+A manual link or unlink is a Link row whose `created_by` names a person ("cli:alice"), never
+"matcher": the matcher reads those rows and never writes them, so they survive every sync
+and every re-match. An unlink is a tombstone (`tombstone=True`): the target is never linked
+again on that message (or thread); `kind="any"` marks the message or thread as not
+CRM-relevant at all. Linking a target by hand lifts a tombstone of the same scope.
+Each action writes an AuditLog row and re-matches the thread at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from mailmanager import config as config_mod
+from mailmanager.crm import opportunities
+from mailmanager.crm import records as crm
+from mailmanager.db import lookup, models
+from mailmanager.db.models import Link, Message, ReviewItem, Suggestion
+from mailmanager.errors import MailmanagerError
+from mailmanager.matching import run as linking
+
+log = logging.getLogger(__name__)
+
+KINDS = ("contact", "company", "opportunity")
+
+
+class CurationError(MailmanagerError):
+    """Raised when a message, thread, record, review item or suggestion named does not
+    exist, or the action does not apply to it (e.g. accepting a review without a choice)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str
+    id: int
+    label: str
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A message (its thread is kept too) or a whole thread."""
+
+    thread_id: int
+    message_id: int | None = None
+
+    def describe(self) -> str:
+        return f"message #{self.message_id}" if self.message_id else f"thread #{self.thread_id}"
+
+
+def contact_label(session: Session, contact_id: int) -> str:
+    c = session.get(models.Contact, contact_id)
+    if c is None:
+        return f"contact #{contact_id} (deleted)"
+    email = session.scalar(
+        sa.select(models.ContactEmail.email)
+        .where(models.ContactEmail.contact_id == contact_id)
+        .order_by(models.ContactEmail.id)
+        .limit(1)
+    )
+    name = f"{c.first_name} {c.last_name}".strip()
+    return f"{name} <{email}>" if name and email else (name or email or f"#{contact_id}")
+
+
+def target_label(session: Session, kind: str, target_id: int) -> str:
+    """A readable name for a link target: "Jane Doe <jane@acme.com>", "Acme", "OPP-12 Title"."""
+    if kind == "contact":
+        return contact_label(session, target_id)
+    if kind == "company":
+        company = session.get(models.Company, target_id)
+        return company.name if company else f"company #{target_id} (deleted)"
+    if kind == "opportunity":
+        opp = session.get(models.Opportunity, target_id)
+        if opp is None:
+            return f"opportunity #{target_id} (deleted)"
+        return f"{opp.reference or '#' + str(opp.id)} {opp.title}".strip()
+    return "everything" if kind == "any" else f"{kind} #{target_id}"
+
+
+def resolve_target(session: Session, cfg: config_mod.Config, kind: str, ref: str) -> Target:
+    """The record `ref` names: contact by id/e-mail, company by id/domain/name, opportunity
+    by reference/id. Raises CurationError if there is none (or several)."""
+    try:
+        if kind == "contact":
+            target_id = crm.find_contact(session, cfg, ref).id
+        elif kind == "company":
+            target_id = crm.find_company(session, ref).id
+        elif kind == "opportunity":
+            target_id = opportunities.find(session, ref).id
+        else:
+            raise CurationError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
+    except crm.CrmError as exc:
+        raise CurationError(str(exc)) from exc
+    return Target(kind, target_id, target_label(session, kind, target_id))
+
+
+def resolve_scope(session: Session, message_ref: str | None, thread_id: int | None) -> Scope:
+    """A message (database id or Message-ID) or a thread. Raises CurationError if unknown."""
+    if message_ref is not None:
+        message = lookup.find_message(session, message_ref)
+        if message is None or message.thread_id is None:
+            raise CurationError(f"no message {message_ref!r} (give a database id or Message-ID)")
+        return Scope(message.thread_id, message.id)
+    if thread_id is None or session.get(models.Thread, thread_id) is None:
+        raise CurationError(f"no thread {thread_id}")
+    return Scope(thread_id)
+
+
+def _same_scope(scope: Scope) -> sa.ColumnElement[bool]:
+    if scope.message_id is not None:
+        return Link.message_id == scope.message_id
+    return sa.and_(
+        models.manual_links(), Link.thread_id == scope.thread_id, Link.message_id.is_(None)
+    )
+
+
+def _audit(session: Session, by: str, action: str, scope: Scope, detail: dict[str, object]) -> None:
+    session.add(
+        models.AuditLog(actor=by, action=action, target=scope.describe(), detail=json.dumps(detail))
+    )
+
+
+def link(
+    session: Session, cfg: config_mod.Config, scope: Scope, target: Target, by: str
+) -> linking.MatchReport:
+    """Link the message or thread to `target` by hand (sticky), then re-match the thread."""
+    by = by if by != linking.MATCHER else f"user:{by}"
+    session.execute(
+        sa.delete(Link).where(
+            _same_scope(scope),
+            Link.tombstone,
+            sa.or_(
+                sa.and_(Link.target_kind == target.kind, Link.target_id == target.id),
+                Link.target_kind == "any",
+            ),
+        )
+    )
+    existing = session.scalars(
+        sa.select(Link).where(
+            _same_scope(scope), Link.target_kind == target.kind, Link.target_id == target.id
+        )
+    ).all()
+    manual = [row for row in existing if row.created_by != linking.MATCHER]
+    for row in existing:
+        if row.created_by == linking.MATCHER:
+            session.delete(row)
+    session.flush()
+    if not manual:
+        session.add(
+            Link(
+                message_id=scope.message_id,
+                thread_id=scope.thread_id,
+                target_kind=target.kind,
+                target_id=target.id,
+                method="manual",
+                confidence=1,
+                explanation=f"linked by hand by {by}",
+                created_by=by,
+            )
+        )
+    _audit(session, by, "link", scope, {"kind": target.kind, "id": target.id})
+    session.flush()
+    log.info("manual link", extra={"action": "manual_link", "scope": scope.describe()})
+    return linking.match_threads(session, cfg, [scope.thread_id])
+
+
+def unlink(
+    session: Session, cfg: config_mod.Config, scope: Scope, target: Target | None, by: str
+) -> linking.MatchReport:
+    """Unlink `target` (None: everything) by hand, leaving a tombstone; re-match the thread."""
+    by = by if by != linking.MATCHER else f"user:{by}"
+    kind, target_id = (target.kind, target.id) if target else ("any", 0)
+    same_target = sa.and_(Link.target_kind == kind, Link.target_id == target_id)
+    # A thread-wide unlink also removes the links made by hand on its messages (the
+    # matcher's go when the thread is matched again below).
+    inside = (
+        Link.message_id == scope.message_id
+        if scope.message_id is not None
+        else sa.and_(models.manual_links(), Link.thread_id == scope.thread_id)
+    )
+    wanted = [inside, ~Link.tombstone] + ([same_target] if target is not None else [])
+    session.execute(sa.delete(Link).where(*wanted))
+    exists = session.scalar(
+        sa.select(Link.id).where(_same_scope(scope), same_target, Link.tombstone)
+    )
+    if exists is None:
+        session.add(
+            Link(
+                message_id=scope.message_id,
+                thread_id=scope.thread_id,
+                target_kind=kind,
+                target_id=target_id,
+                method="manual",
+                confidence=1,
+                explanation=f"unlinked by hand by {by}",
+                tombstone=True,
+                created_by=by,
+            )
+        )
+    _audit(session, by, "unlink", scope, {"kind": kind, "id": target_id})
+    session.flush()
+    log.info("manual unlink", extra={"action": "manual_unlink", "scope": scope.describe()})
+    return linking.match_threads(session, cfg, [scope.thread_id])
+
+
+# --- review queue ---------------------------------------------------------------------------
+
+
+def review_item(session: Session, item_id: int) -> ReviewItem:
+    item = session.get(ReviewItem, item_id)
+    if item is None:
+        raise CurationError(f"no review item #{item_id} (see `mailmanager review list`)")
+    return item
+
+
+def accept_review(
+    session: Session, cfg: config_mod.Config, item_id: int, choice: Target | None, by: str
+) -> Target:
+    """Link the item's thread to `choice` (or to its only candidate) by hand; close it.
+
+    Raises CurationError when the item has several candidates and no choice is given.
+    """
+    item = review_item(session, item_id)
+    candidates = [int(c) for c in item.candidates.split()]
+    if choice is None:
+        if len(candidates) != 1:
+            raise CurationError(
+                f"review #{item_id} has {len(candidates)} candidates: pass --opportunity REF"
+            )
+        choice = Target(
+            "opportunity", candidates[0], target_label(session, "opportunity", candidates[0])
+        )
+    item.status, item.chosen_id = "accepted", choice.id
+    item.resolved_by, item.resolved_at = by, models.utcnow()
+    session.flush()
+    link(session, cfg, Scope(item.thread_id), choice, by)
+    return choice
+
+
+def reject_review(session: Session, item_id: int, by: str) -> None:
+    """Close the item without linking: the matcher will not ask again for these candidates."""
+    item = review_item(session, item_id)
+    item.status, item.resolved_by, item.resolved_at = "rejected", by, models.utcnow()
+    _audit(session, by, "review_reject", Scope(item.thread_id), {"item": item_id})
+    session.flush()
+
+
+# --- suggested contacts ---------------------------------------------------------------------
+
+
+def suggestion(session: Session, cfg: config_mod.Config, address: str) -> Suggestion:
+    key = crm.address_key(cfg, address) or address.strip().lower()
+    row = session.scalar(sa.select(Suggestion).where(Suggestion.email == key))
+    if row is None:
+        raise CurationError(f"no suggestion for {address!r} (see `mailmanager suggestions list`)")
+    return row
+
+
+def dismiss_suggestion(session: Session, cfg: config_mod.Config, address: str, by: str) -> None:
+    """Keep the address out of the queue (its counts still update)."""
+    row = suggestion(session, cfg, address)
+    row.status, row.updated_at = "dismissed", models.utcnow()
+    session.flush()
+
+
+def accept_suggestion(
+    session: Session, cfg: config_mod.Config, address: str, by: str, company_ref: str | None = None
+) -> models.Contact:
+    """Create the contact (name and company as suggested, unless `company_ref` is given);
+    creating it retro-links its history. Raises CurationError if refused by the CRM."""
+    row = suggestion(session, cfg, address)
+    from mailmanager.matching import cascade as matcher
+
+    first, last = matcher.split_name(row.name)
+    row.status, row.updated_at = "accepted", models.utcnow()  # before the relink drops it
+    session.flush()
+    try:
+        company = crm.find_company(session, company_ref) if company_ref else None
+        if company is None and row.company_id is not None:
+            company = session.get(models.Company, row.company_id)
+        contact = crm.create_contact(
+            session, cfg, [row.email], first, last, company=company, source="suggestion"
+        )
+    except crm.CrmError as exc:
+        raise CurationError(str(exc)) from exc
+    return contact
+
+
+def message_thread(session: Session, message_id: int) -> int | None:
+    return session.scalar(sa.select(Message.thread_id).where(Message.id == message_id))

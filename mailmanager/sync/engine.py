@@ -1,0 +1,419 @@
+"""The sync engine: drives one connector into the store, batch by batch.
+
+For each folder the engine loops: fetch a batch from the connector and parse it (in a fetch
+worker process, see `fetching`) → write it with `ingest` and the folder's new cursor in ONE
+transaction, in this process. Fetching, parsing and writing overlap, so each gets a core.
+
+Crash safety follows from three rules: the cursor is committed only with the batch it
+covers; every write is an idempotent upsert; a full scan (first sync, or an expired cursor)
+marks its start time on the folder and, when it completes, removes only the locations it did
+not see. A `kill -9` at any moment therefore resumes from the last committed batch and
+converges on the same state as an uninterrupted run.
+
+Several workers may share a PostgreSQL database: a mailbox is synced under a lease (an
+atomic UPDATE on the mailbox row), renewed at every batch, so two workers never sync the
+same mailbox at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailmanager import config as config_mod
+from mailmanager import events, registry, spi
+from mailmanager.db import models, store, tokens
+from mailmanager.db.models import Folder, Mailbox
+from mailmanager.errors import MailmanagerError
+from mailmanager.matching import run as linking
+from mailmanager.reminders import evaluation as reminders
+from mailmanager.sync import fetching, ingest
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=10)
+PENDING_PART = 20000  # threads per transaction when a full scan's stages run
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+Progress = Callable[[str, int], None]  # (folder name, messages fetched so far in it)
+
+
+def default_hooks() -> list[events.BatchHook]:
+    """Stages that run on each stored batch, in its transaction (matching, reminders...).
+
+    A hook gets the session, the config and the batch's result (new message ids, touched
+    thread ids) and must be idempotent: a batch may be replayed after a crash.
+    """
+    # Matching first, reminders last: they read the links the matcher writes.
+    return [linking.batch_hook, reminders.sync_hook]
+
+
+def merge_hooks() -> tuple[events.MergeHook, ...]:
+    """How the later stages keep their rows when threads merge: always on, whatever stages
+    run after a batch, since a merge deletes the losing threads."""
+    return (linking.threads_merged, reminders.threads_merged)
+
+
+class LeaseHeldError(MailmanagerError):
+    """Raised when another worker holds the mailbox's sync lease (it is syncing it now)."""
+
+
+@dataclass
+class FolderReport:
+    folder: str
+    role: str
+    fetched: int = 0
+    new_messages: int = 0
+    new_locations: int = 0
+    removed: int = 0
+    flag_changes: int = 0
+    quarantined: int = 0
+    rescanned: bool = False
+
+
+@dataclass
+class SyncReport:
+    mailbox: str
+    status: str = "ok"  # ok, error, skipped
+    error: str | None = None
+    elapsed: float = 0.0
+    folders: list[FolderReport] = field(default_factory=list)
+
+    def total(self, name: str) -> int:
+        return sum(int(getattr(f, name)) for f in self.folders)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("fetched", "new_messages", "new_locations", "removed", "quarantined"):
+            data[name] = self.total(name)
+        return data
+
+
+def ensure_config_rows(session: Session, cfg: config_mod.Config) -> None:
+    """Create or update the users and mailboxes of the config file in the database."""
+    users = {u.email: u for u in session.scalars(sa.select(models.User))}
+    for u in cfg.users:
+        row = users.get(u.email) or models.User(email=u.email)
+        row.name, row.locale, row.timezone = u.name, u.locale, u.timezone
+        row.holiday_country, row.holiday_subdivision = u.holiday_country, u.holiday_subdivision
+        session.add(row)
+        users[u.email] = row
+    session.flush()
+    for u in cfg.users:
+        if u.manager:
+            users[u.email].manager_id = users[u.manager].id
+    boxes = {m.name: m for m in session.scalars(sa.select(Mailbox))}
+    for mb in cfg.mailboxes:
+        box = boxes.get(mb.name) or Mailbox(name=mb.name, connector=mb.connector)
+        box.connector, box.enabled = mb.connector, mb.enabled
+        box.owner_id = users[mb.owner].id
+        session.add(box)
+
+
+def _context(
+    cfg: config_mod.Config, mb: config_mod.MailboxConfig, mailbox_id: int
+) -> ingest.MailboxContext:
+    own = {mb.owner, *mb.aliases}
+    owner = cfg.user(mb.owner)
+    if owner is not None:
+        own.update(owner.aliases)
+    return ingest.MailboxContext(
+        mailbox_id=mailbox_id,
+        own_addresses=frozenset(a.lower() for a in own),
+        org_domains=frozenset(cfg.organization.domains),
+        subject_fallback=cfg.threading.subject_fallback,
+        subject_window=timedelta(days=cfg.threading.subject_window_days),
+        keep_raw=True,
+        on_merge=merge_hooks(),
+    )
+
+
+def _owner_is_dead(owner: str | None) -> bool:
+    """True when the lease belongs to a process of this host that no longer exists
+    (a worker killed with -9 must not block its mailbox until the lease expires)."""
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _take_lease(session: Session, mailbox_id: int, now: datetime) -> bool:
+    """Take or renew the mailbox's sync lease with one atomic UPDATE; False if held."""
+    t = store.table(Mailbox)
+    holder = session.execute(sa.select(t.c.lease_owner).where(t.c.id == mailbox_id)).scalar()
+    free = [t.c.lease_until.is_(None), t.c.lease_until < now, t.c.lease_owner == WORKER_ID]
+    if holder and _owner_is_dead(holder):
+        free.append(t.c.lease_owner == holder)
+    res = session.execute(
+        sa.update(t)
+        .where(t.c.id == mailbox_id, sa.or_(*free))
+        .values(lease_owner=WORKER_ID, lease_until=now + LEASE)
+    )
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+class Syncer:
+    """Syncs the mailboxes of one config into one database."""
+
+    def __init__(
+        self,
+        cfg: config_mod.Config,
+        factory: sessionmaker[Session],
+        progress: Progress | None = None,
+        stop: threading.Event | None = None,
+        hooks: list[events.BatchHook] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.factory = factory
+        self.progress = progress
+        self.stop = stop or threading.Event()
+        self.hooks = default_hooks() if hooks is None else hooks
+
+    def sync(self, mailbox_name: str) -> SyncReport:
+        """Sync one mailbox; errors are recorded on the report and the mailbox, not raised,
+        except configuration errors and a held lease."""
+        mb = self.cfg.mailbox(mailbox_name)
+        started = time.perf_counter()
+        sync_start = models.utcnow()
+        report = SyncReport(mailbox=mb.name)
+        with store.session_scope(self.factory) as s:
+            store.write_first(s)
+            ensure_config_rows(s, self.cfg)
+            s.flush()
+            mailbox = s.scalars(sa.select(Mailbox).where(Mailbox.name == mb.name)).one()
+            mailbox_id = mailbox.id
+            if not _take_lease(s, mailbox_id, sync_start):
+                raise LeaseHeldError(f"mailbox {mb.name!r} is being synced by another worker")
+            run = models.SyncRun(mailbox_id=mailbox_id, started_at=sync_start)
+            s.add(run)
+            s.flush()
+            run_id = run.id
+        ctx = _context(self.cfg, mb, mailbox_id)
+        cls = registry.load(mb.connector, key=f"mailboxes.{mb.name}.connector")
+        connector = cls(tokens.connector_config(self.cfg, mb, self.factory))
+        side = fetching.open_fetch_side(
+            connector,
+            self.cfg.sync.batch_size,
+            self.cfg.sync.parse_workers if getattr(cls, "forkable", True) else 0,
+            self.stop,
+            self.factory.kw.get("bind"),
+        )
+        try:
+            self._run_pending(mailbox_id)  # left by a full scan that was cut short
+            for remote in self._folders(side.folders(), mailbox_id):
+                if self.stop.is_set():
+                    break
+                report.folders.append(self._sync_folder(side, ctx, remote))
+        except spi.ConnectorError as exc:
+            report.status, report.error = "error", f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "sync failed", extra={"action": "sync_error", "mailbox": mb.name, "error": str(exc)}
+            )
+        finally:
+            side.close()
+            connector.close()
+        try:
+            self._run_pending(mailbox_id)
+        except BaseException as exc:
+            report.status, report.error = "error", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            report.elapsed = time.perf_counter() - started
+            self._finish(mailbox_id, run_id, report, sync_start)
+        log.info(
+            "sync done",
+            extra={
+                "action": "sync_done",
+                "mailbox": mb.name,
+                "new_messages": report.total("new_messages"),
+                "elapsed": round(report.elapsed, 3),
+            },
+        )
+        return report
+
+    def _folders(self, remote: list[spi.RemoteFolder], mailbox_id: int) -> list[spi.RemoteFolder]:
+        with store.session_scope(self.factory) as s:
+            store.write_first(s)
+            rows = {
+                f.remote_id: f
+                for f in s.scalars(sa.select(Folder).where(Folder.mailbox_id == mailbox_id))
+            }
+            seen = set()
+            for rf in remote:
+                row = rows.get(rf.id) or Folder(mailbox_id=mailbox_id, remote_id=rf.id)
+                row.name, row.role, row.present = rf.name, str(rf.role), True
+                s.add(row)
+                seen.add(rf.id)
+            gone = [row.id for remote_id, row in rows.items() if remote_id not in seen]
+            for row in rows.values():
+                if row.id in gone:
+                    # A folder deleted or renamed at the provider: its locations go (the
+                    # messages, threads and links stay; a renamed folder's full scan
+                    # re-creates them under its new name), and so does its cursor.
+                    row.present, row.cursor, row.rescan_started_at = False, None, None
+            for chunk in store.chunks(gone):
+                t = store.table(models.MessageLocation)
+                s.execute(sa.delete(t).where(t.c.folder_id.in_(chunk)))
+        return remote
+
+    def _sync_folder(
+        self, side: fetching.FetchSide, ctx: ingest.MailboxContext, remote: spi.RemoteFolder
+    ) -> FolderReport:
+        report = FolderReport(folder=remote.name, role=str(remote.role))
+        with store.session_scope(self.factory) as s:
+            folder = s.scalars(
+                sa.select(Folder).where(
+                    Folder.mailbox_id == ctx.mailbox_id, Folder.remote_id == remote.id
+                )
+            ).one()
+            folder_id, cursor = folder.id, folder.cursor
+        for item in side.batches(remote, cursor):
+            report.rescanned = report.rescanned or item.rescanned
+            full_scan = cursor is None or report.rescanned
+            self._store(folder_id, ctx, item.batch, item.results, report, full_scan)
+            report.fetched += len(item.batch.messages)
+            if self.progress is not None:
+                self.progress(remote.name, report.fetched)
+            if self.stop.is_set():
+                break
+        return report
+
+    def _store(
+        self,
+        folder_id: int,
+        ctx: ingest.MailboxContext,
+        batch: spi.ChangeBatch,
+        results: list[Any],
+        report: FolderReport,
+        full_scan: bool = False,
+    ) -> None:
+        items = [
+            ingest.Fetched(
+                provider_id=m.provider_id,
+                raw=m.raw,
+                parsed=r,
+                flags=m.flags,
+                labels=m.labels,
+                thread_hint=m.thread_hint,
+            )
+            for m, r in zip(batch.messages, results, strict=True)
+        ]
+        with store.session_scope(self.factory) as s:
+            store.write_first(s)
+            folder = s.get(Folder, folder_id)
+            assert folder is not None
+            now = models.utcnow()
+            if batch.reset:
+                folder.rescan_started_at = now
+            changes = [(c.provider_id, c.flags) for c in batch.flag_changes]
+            try:
+                with s.begin_nested():
+                    result = ingest.store_batch(s, ctx, folder_id, items, batch.removed, changes)
+            except sa.exc.OperationalError:
+                raise  # the database is unreachable or locked: the next run retries
+            except sa.exc.DBAPIError as exc:
+                log.warning(
+                    "batch rejected by the database, storing it item by item",
+                    extra={"action": "batch_fallback", "error": str(exc.orig)[:200]},
+                )
+                result = ingest.store_items_apart(s, ctx, folder_id, items, batch.removed, changes)
+            if full_scan and self.hooks:  # the stages run once, when the scan ends
+                pending = [{"mailbox_id": ctx.mailbox_id, "thread_id": t} for t in result.threads]
+                store.insert_ignore(s, store.table(models.PendingThread), pending)
+            else:
+                for hook in self.hooks:
+                    hook(s, self.cfg, result)
+            if not batch.more and folder.rescan_started_at is not None:
+                report.removed += _sweep(s, folder_id, folder.rescan_started_at)
+                folder.rescan_started_at = None
+            folder.cursor = batch.cursor
+            folder.last_sync_at = now
+            _take_lease(s, ctx.mailbox_id, now)
+        report.new_messages += result.new_messages
+        report.new_locations += result.new_locations
+        report.quarantined += result.quarantined
+        report.removed += result.removed
+        report.flag_changes += result.flag_changes
+
+    def _run_pending(self, mailbox_id: int) -> None:
+        """Run the per-batch stages over the threads a full scan stored mail into.
+
+        A full scan (first sync, expired cursor) queues its threads instead of matching them
+        after every batch: each thread is then matched once, however many batches and
+        folders it spans, against the whole CRM loaded once. Each part is unqueued in the
+        stages' transaction, so a crash only means the next sync runs them again.
+        """
+        if not self.hooks:
+            return
+        P = models.PendingThread
+        with store.session_scope(self.factory) as s:
+            queued = s.scalars(
+                sa.select(P.thread_id).where(P.mailbox_id == mailbox_id).order_by(P.thread_id)
+            ).all()
+        done = 0
+        for part in store.chunks(queued, PENDING_PART):
+            if self.stop.is_set():
+                return  # the rest waits for the next sync
+            with store.session_scope(self.factory) as s:
+                store.write_first(s)
+                result = events.BatchResult(threads=set(part))
+                for hook in self.hooks:
+                    hook(s, self.cfg, result)
+                for ids in store.chunks(part):
+                    s.execute(sa.delete(P).where(P.mailbox_id == mailbox_id, P.thread_id.in_(ids)))
+            done += len(part)
+            if self.progress is not None:
+                self.progress("linking threads", done)
+
+    def _finish(
+        self, mailbox_id: int, run_id: int, report: SyncReport, sync_start: datetime
+    ) -> None:
+        with store.session_scope(self.factory) as s:
+            store.write_first(s)
+            mailbox = s.get(Mailbox, mailbox_id)
+            run = s.get(models.SyncRun, run_id)
+            assert mailbox is not None and run is not None
+            now = models.utcnow()
+            mailbox.last_sync_at = now
+            mailbox.lease_owner = None
+            mailbox.lease_until = None
+            if report.status == "ok" and not self.stop.is_set():
+                mailbox.last_success_at = now
+                mailbox.synced_until = sync_start
+                mailbox.last_error = None
+            elif report.error:
+                mailbox.last_error = report.error
+            run.finished_at = now
+            run.status = report.status if not self.stop.is_set() else "interrupted"
+            run.fetched = report.total("fetched")
+            run.new_messages = report.total("new_messages")
+            run.new_locations = report.total("new_locations")
+            run.removed = report.total("removed")
+            run.quarantined = report.total("quarantined")
+            run.errors = 0 if report.status == "ok" else 1
+            run.error = report.error
+
+
+def _sweep(session: Session, folder_id: int, since: datetime) -> int:
+    """End of a full scan: drop the locations of the folder the scan did not see."""
+    t = store.table(models.MessageLocation)
+    res = session.execute(sa.delete(t).where(t.c.folder_id == folder_id, t.c.seen_at < since))
+    return int(res.rowcount)  # type: ignore[attr-defined]
