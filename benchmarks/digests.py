@@ -14,12 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mailmanager.notify import digest, smtp
 from mailmanager.reminders import evaluation as reminders

@@ -2,9 +2,9 @@
 
     python benchmarks/exchange_sync.py [--n 20000] [--connections 2] [--json out.json]
 
-The fake (tests/fakes/ews_server.py) runs in its own process, seeded with the mail of
-benchmarks/imap_sync.py (2-200 KB, ~15 KB on average; Inbox / Sent Items / Archive). Then,
-each in its own child process so peak RSS is per measurement:
+The fake (`mailmanager.testing.fakes.ews_server`) runs in its own process, seeded with the
+mail of `mailmanager.testing.bulkmail.generate` (2-200 KB, ~15 KB on average; Inbox / Sent
+Items / Archive). Then, each in its own child process so peak RSS is per measurement:
 
 1. the fake alone: raw HTTP POSTs of SyncFolderItems (512 changes a page) and GetItem
    (100 ids, MimeContent; `--connections` of them in parallel, like the connector), no
@@ -33,10 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from benchmarks.common import full_fetch  # noqa: E402
+from mailmanager.testing import bench
 
 EMAIL = "alice@example.com"
 FOLDERS = {"INBOX": "inbox", "Sent": "sentitems", "Archive": "Archive"}
@@ -45,14 +42,14 @@ _ID = re.compile(rb'<t:ItemId Id="([^"]+)"')
 
 def phase_server(n: int, ready: Path) -> None:
     """Child: seed the fake, write its URL to `ready`, serve until SIGTERM."""
-    from benchmarks.imap_sync import generate
-    from tests.fakes.ews_server import EwsServer
+    from mailmanager.testing import bulkmail
+    from mailmanager.testing.fakes import ews_server
 
-    server = EwsServer(auth="basic", username="alice", password="pw")
+    server = ews_server.EwsServer(auth="basic", username="alice", password="pw")
     mailbox = server.add_mailbox(EMAIL)
     target = {**FOLDERS, "Archive": mailbox.add_folder("Archive")}
     total = 0
-    for folder, raw in generate(n):
+    for folder, raw in bulkmail.generate(n):
         mailbox.append(target[folder], raw, is_read=folder != "INBOX")
         total += len(raw)
     for _, item in server.items.values():  # MimeContent encoded up front, as a store holds it
@@ -154,7 +151,7 @@ def _connector(url: str, connections: int) -> Any:
 def phase_connector(url: str, connections: int) -> None:
     """Child: the connector alone, full fetch of every folder."""
     conn = _connector(url, connections)
-    print(json.dumps(full_fetch(conn)))
+    print(json.dumps(bench.full_fetch(conn)))
 
 
 def phase_sync(config: str) -> None:
@@ -181,7 +178,7 @@ def phase_sync(config: str) -> None:
 
 def measured(cmd: list[str], out: Path) -> tuple[float, float, dict[str, Any]]:
     """Run cmd; (wall seconds, peak RSS MB, its JSON output)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "ALICE_EWS_PASSWORD": "pw"}
+    env = {**os.environ, "ALICE_EWS_PASSWORD": "pw"}
     with out.open("wb") as fh:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.PIPE, env=env)
@@ -216,9 +213,7 @@ def main() -> None:
     me = [sys.executable, str(Path(__file__).resolve())]
     ready = work / "ready.json"
     t0 = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    server = subprocess.Popen([*me, "--phase", "server", "--n", str(args.n), "--arg", str(ready)],
-                              env=env)  # fmt: skip
+    server = subprocess.Popen([*me, "--phase", "server", "--n", str(args.n), "--arg", str(ready)])
     figures: dict[str, Any] = {"n": args.n, "connections": args.connections}
     try:
         while not ready.exists():

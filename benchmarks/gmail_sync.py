@@ -2,9 +2,10 @@
 
     python benchmarks/gmail_sync.py [--n 20000] [--size 15000] [--json out.json]
 
-The fake (tests/fakes/gmail_server.py) runs in its own process, serving synthetic messages
-(~15 KB on average, 3 per Gmail thread, INBOX / SENT). Each measurement runs in a child
-process, so its peak RSS is its own:
+The fake (`mailmanager.testing.fakes.gmail_server`) runs in its own process, serving
+synthetic messages (`mailmanager.testing.bulkmail.synthetic_message`: ~15 KB on average, 3
+per Gmail thread, INBOX / SENT). Each measurement runs in a child process, so its peak RSS
+is its own:
 
 1. the fake alone, without the client library: raw keep-alive HTTP over http.client,
    first one `messages.get?format=raw` per message, then the same through the batch
@@ -27,7 +28,6 @@ import argparse
 import http.client
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -36,57 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from benchmarks.common import full_fetch  # noqa: E402
-
-_VOCABULARY = (
-    "proposition devis commande livraison contrat remise tarif client projet réunion planning "
-    "budget facture relance offre équipe support suivi délai validation the quote order "
-    "delivery contract discount price meeting schedule invoice team timeline approval "
-    "attached please regards thanks bonjour cordialement"
-)
-_WORDS = _VOCABULARY.split()
-_TEXT: bytes | None = None
-
-
-def _text() -> bytes:
-    global _TEXT
-    if _TEXT is None:
-        rng = random.Random(7)
-        words = [rng.choice(_WORDS) for _ in range(120_000)]
-        lines = [" ".join(words[i : i + 11]) for i in range(0, len(words), 11)]
-        _TEXT = "\n".join(lines).encode()
-    return _TEXT
-
-
-def synthetic_message(i: int, size: int = 15_000) -> bytes:
-    """Message i of the benchmark mailbox: deterministic, `size` bytes on average (0.3x to
-    1.7x), in threads of three (the thread's first message is answered by the next two)."""
-    rng = random.Random(i)
-    text = _text()
-    n = int(size * rng.uniform(0.3, 1.7))
-    start = rng.randrange(len(text) - n)
-    head = i - i % 3
-    ours = i % 4 == 0
-    sender, to = "Alice Martin <alice@example.com>", f"Client {head} <c{head}@client{head % 97}.fr>"
-    lines = [
-        f"From: {sender if ours else to}",
-        f"To: {to if ours else sender}",
-        f"Subject: {'RE: ' if i != head else ''}Projet {head}",
-        f"Date: Mon, {1 + i % 28} Jun 2026 {8 + i % 10:02d}:{i % 60:02d}:00 +0200",
-        f"Message-ID: <bench-{i}@example.com>",
-        "MIME-Version: 1.0",
-        "Content-Type: text/plain; charset=utf-8",
-        "Content-Transfer-Encoding: 8bit",
-    ]
-    if i != head:
-        lines += [
-            f"In-Reply-To: <bench-{head}@example.com>",
-            f"References: <bench-{head}@example.com>",
-        ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + text[start : start + n] + b"\r\n"
+from mailmanager.testing import bench
 
 
 # ------------------------------------------------------------------------- measurement
@@ -192,7 +142,7 @@ def phase_connector(creds: dict[str, Any]) -> None:
     from mailmanager import spi
 
     conn = GmailConnector(spi.ConnectorConfig("bench", _values(creds)))
-    print(json.dumps(full_fetch(conn)))
+    print(json.dumps(bench.full_fetch(conn)))
 
 
 def phase_sync(creds: dict[str, Any], workdir: str) -> None:
@@ -250,12 +200,12 @@ def main() -> None:
         else:
             phase_sync(creds, args.workdir)
         return
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = dict(os.environ)
     server = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "tests.fakes.gmail_server",
+            "mailmanager.testing.fakes.gmail_server",
             "--bulk",
             str(args.n),
             "--size",
@@ -263,7 +213,6 @@ def main() -> None:
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        cwd=REPO,
         env=env,
     )
     assert server.stdout is not None and server.stdin is not None

@@ -2,10 +2,10 @@
 
     python benchmarks/graph_sync.py [--n 20000] [--json out.json] [--keep]
 
-Generates realistic mail (benchmarks/imap_sync.py `generate`: 2-200 KB, ~15 KB on average,
-threads, attachments; Inbox / Sent Items / Archive), serves it from the Graph fake
-(tests/fakes/graph_server.py, HTTPS, in its own process so it never shares our GIL), then
-measures, each in its own child process so peak RSS is per measurement:
+Generates realistic mail (`mailmanager.testing.bulkmail.generate`: 2-200 KB, ~15 KB on
+average, threads, attachments; Inbox / Sent Items / Archive), serves it from the Graph fake
+(`mailmanager.testing.fakes.graph_server`, HTTPS, in its own process so it never shares our
+GIL), then measures, each in its own child process so peak RSS is per measurement:
 
 1. the fake alone: a minimal client (http.client, keep-alive, 4 threads like the connector)
    pages the delta query and GETs every `$value`; this is the ceiling the server allows;
@@ -39,10 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from benchmarks.common import full_fetch  # noqa: E402
+from mailmanager.testing import bench
 
 FOLDERS = {"INBOX": "inbox", "Sent": "sentitems", "Archive": "archive"}
 USER = "bench"
@@ -63,12 +60,12 @@ def _client_options(info: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------- child phases
 def phase_generate(n: int, path: Path) -> None:
-    """Child: write n messages for the fake (tests/fakes/graph_server.py write_messages)."""
-    from benchmarks.imap_sync import generate
-    from tests.fakes.graph_server import write_messages
+    """Child: write n messages for the fake (`graph_server.write_messages`)."""
+    from mailmanager.testing import bulkmail
+    from mailmanager.testing.fakes import graph_server
 
-    items = [(FOLDERS[folder], raw) for folder, raw in generate(n)]
-    write_messages(path, items)
+    items = [(FOLDERS[folder], raw) for folder, raw in bulkmail.generate(n)]
+    graph_server.write_messages(path, items)
     print(json.dumps({"avg_kb": sum(len(r) for _, r in items) / len(items) / 1024}))
 
 
@@ -139,7 +136,7 @@ def phase_connector(config: str) -> None:
     cfg = config_mod.load(config)
     box = cfg.mailbox(USER)
     conn = registry.load(box.connector)(box.connector_config(cfg.base_dir))
-    print(json.dumps(full_fetch(conn)))
+    print(json.dumps(bench.full_fetch(conn)))
 
 
 def phase_sync(config: str) -> None:
@@ -169,14 +166,14 @@ def phase_memory(config: str, messages: str) -> None:
     from mailmanager import spi
     from mailmanager.db import store
     from mailmanager.sync import engine as sync
-    from tests.fakes.graph_server import read_messages
+    from mailmanager.testing.fakes import graph_server
 
     account = MemoryConnector.account("bench")
     roles = {"inbox": spi.FolderRole.INBOX, "sentitems": spi.FolderRole.SENT,
              "archive": spi.FolderRole.ARCHIVE}  # fmt: skip
     for name, role in roles.items():
         account.add_folder(name, role)
-    for folder, raw in read_messages(Path(messages)):
+    for folder, raw in graph_server.read_messages(Path(messages)):
         account.append(folder, raw)
     cfg = config_mod.load(config)
     engine = store.make_engine(cfg.database.url_with_secret())
@@ -226,7 +223,7 @@ def main() -> None:
     figures: dict[str, Any] = {"n": args.n}
     server: subprocess.Popen[bytes] | None = None
     try:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "BENCH_GRAPH_SECRET": "bench-secret"}
+        env = {**os.environ, "BENCH_GRAPH_SECRET": "bench-secret"}
         # Generated in a child: a big parent would lend its peak RSS to every later child
         # (Linux keeps ru_maxrss across fork + exec).
         gen = [sys.executable, str(Path(__file__).resolve()), "--n", str(args.n)]
@@ -235,8 +232,8 @@ def main() -> None:
         figures["avg_kb"] = json.loads(out)["avg_kb"]
         info_path = work / "fake.json"
         server = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes.graph_server", "--messages",
-             str(work / "messages.bin"), "--info", str(info_path)], env=env, cwd=REPO,
+            [sys.executable, "-m", "mailmanager.testing.fakes.graph_server", "--messages",
+             str(work / "messages.bin"), "--info", str(info_path)], env=env,
         )  # fmt: skip
         deadline = time.time() + 300
         while not info_path.exists():

@@ -2,9 +2,10 @@
 
     python benchmarks/imap_sync.py [--n 20000] [--json out.json] [--keep]
 
-Seeds a Maildir directly (realistic mail: 2-200 KB, ~15 KB on average, threads, attachments;
-INBOX / Sent / Archive), starts Dovecot on it (tests/dovecot.py), warms Dovecot's index,
-then measures, each in its own child process so peak RSS is per measurement:
+Seeds a Maildir directly (realistic mail from `mailmanager.testing.bulkmail`: 2-200 KB,
+~15 KB on average, threads, attachments; INBOX / Sent / Archive), starts Dovecot on it
+(`mailmanager.testing.dovecot`), warms Dovecot's index, then measures, each in its own child
+process so peak RSS is per measurement:
 
 1. the IMAP connector alone: a full fetch of every folder (batches of 400, the core's
    default `batch_size`);
@@ -23,85 +24,21 @@ peak RSS <= 200 MB and flat in N.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from benchmarks.common import full_fetch  # noqa: E402
+from mailmanager.testing import bench, bulkmail
 
 USER = "alice"
 FOLDERS = ("INBOX", "Sent", "Archive")
-_VOCABULARY = """proposition devis commande livraison contrat remise tarif client projet réunion
-planning budget facture relance offre équipe support suivi délai validation the quote order
-delivery contract discount price meeting schedule invoice team timeline approval attached
-please regards thanks bonjour cordialement"""
-WORDS = _VOCABULARY.split()
-
-
-# ------------------------------------------------------------------------ mail generation
-def generate(n: int, seed: int = 7) -> Iterator[tuple[str, bytes]]:
-    """(folder, raw) for n messages in threads of 1-6, client mail in INBOX (5% archived),
-    ours in Sent. Sizes: 78% text 2-9 KB, 17% with an 8-30 KB attachment, 5% 40-150 KB (base64
-    makes that 2-200 KB)."""
-    rng = random.Random(seed)
-    text = " ".join(rng.choice(WORDS) for _ in range(200_000)).encode()
-    blob = base64.encodebytes(rng.randbytes(240_000))
-    made = 0
-    thread = 0
-    while made < n:
-        thread += 1
-        client = f"buyer{thread % 97}@client{thread % 41}.fr"
-        refs: list[str] = []
-        for depth in range(min(rng.randint(1, 6), n - made)):
-            ours = depth % 2 == 1
-            mid = f"<t{thread}.{depth}.{seed}@{'example.com' if ours else 'client.fr'}>"
-            head = [
-                f"From: {'Alice Martin <alice@example.com>' if ours else client}",
-                f"To: {client if ours else 'Alice Martin <alice@example.com>'}",
-                f"Subject: {'Re: ' if depth else ''}Devis {thread}",
-                f"Date: {1 + thread % 28:02d} Jun 2026 {8 + depth:02d}:{thread % 60:02d}:00 +0200",
-                f"Message-ID: {mid}",
-                "MIME-Version: 1.0",
-            ]
-            if refs:
-                head += [f"In-Reply-To: {refs[-1]}", "References: " + " ".join(refs[-10:])]
-            refs.append(mid)
-            start = rng.randrange(0, len(text) - 12_000)
-            body = textwrap.fill(text[start : start + rng.randint(1_200, 8_000)].decode(
-                errors="ignore"), 76).encode()  # fmt: skip
-            roll = rng.random()
-            if roll < 0.78:
-                head.append("Content-Type: text/plain; charset=utf-8")
-                raw = "\n".join(head).encode() + b"\n\n" + body + b"\n"
-            else:
-                size = rng.randint(8_000, 30_000) if roll < 0.95 else rng.randint(40_000, 150_000)
-                cut = rng.randrange(0, len(blob) - size * 4 // 3 - 100)
-                cut -= cut % 77  # start on a base64 line boundary
-                att = blob[cut : cut + size * 4 // 3]
-                att = att[: len(att) - len(att) % 77]
-                head.append('Content-Type: multipart/mixed; boundary="b0"')
-                raw = (
-                    "\n".join(head).encode() + b"\n\n--b0\nContent-Type: text/plain; "
-                    b"charset=utf-8\n\n" + body + b"\n--b0\nContent-Type: application/pdf\n"
-                    b'Content-Disposition: attachment; filename="offre.pdf"\n'
-                    b"Content-Transfer-Encoding: base64\n\n" + att + b"--b0--\n"
-                )
-            folder = "Sent" if ours else ("Archive" if rng.random() < 0.05 else "INBOX")
-            made += 1
-            yield folder, raw
 
 
 # ------------------------------------------------------------------------- measurement
@@ -127,7 +64,7 @@ def phase_connector(config: str) -> None:
     box = cfg.mailbox(USER)
     cls = registry.load(box.connector)
     conn = cls(box.connector_config(cfg.base_dir))
-    print(json.dumps(full_fetch(conn, limit=400)))
+    print(json.dumps(bench.full_fetch(conn, limit=400)))
 
 
 def phase_nochange(config: str) -> None:
@@ -163,7 +100,7 @@ def main() -> None:
     if args.phase == "nochange":
         return phase_nochange(args.config)
 
-    from tests.dovecot import PASSWORD, DovecotServer
+    from mailmanager.testing.dovecot import PASSWORD, DovecotServer
 
     work = Path(tempfile.mkdtemp(prefix="mm-bench-"))
     work.chmod(0o755)  # Dovecot runs as nobody when we are root: it must reach its dir
@@ -173,7 +110,7 @@ def main() -> None:
         t0 = time.perf_counter()
         per_folder = {f: 0 for f in FOLDERS}
         total_bytes = 0
-        for folder, raw in generate(args.n):
+        for folder, raw in bulkmail.generate(args.n):
             server.write_maildir(USER, [raw], folder)
             per_folder[folder] += 1
             total_bytes += len(raw)
@@ -186,7 +123,7 @@ def main() -> None:
                 imap.select_folder(folder, readonly=True)
                 imap.search(["ALL"])
 
-        env = {**os.environ, "ALICE_IMAP_PASSWORD": PASSWORD, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "ALICE_IMAP_PASSWORD": PASSWORD}
         config = work / "mm.toml"
         config.write_text(textwrap.dedent(f"""
             [database]

@@ -19,10 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from benchmarks.corpus import corpus_messages, replicate  # noqa: E402
+from mailmanager.testing import corpus
 
 
 def write_maildir(root: Path, n: int) -> int:
@@ -30,7 +27,7 @@ def write_maildir(root: Path, n: int) -> int:
     for sub in ("cur", "new", "tmp"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     total = 0
-    for i, raw in enumerate(replicate(corpus_messages(), n)):
+    for i, raw in enumerate(corpus.replicate(corpus.corpus_messages(), n)):
         (folder / "cur" / f"{1764000000 + i}.M{i}P1.bench:2,S").write_bytes(raw)
         total += len(raw)
     return total

@@ -44,14 +44,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
 from mailmanager import config
-from mailmanager.db import (
-    models,
-    store,  # noqa: E402
-)
+from mailmanager.db import models, store
 from mailmanager.matching import run as linking
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)

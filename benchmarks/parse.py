@@ -2,8 +2,8 @@
 
 Usage: python benchmarks/parse.py [--corpus DIR] [--min-messages N] [--skip-others]
 
-Reads every message of the corpus (files starting with "From " are mbox files, split with
-`mailbox.mbox`; other files are single messages), repeats the set until it holds at least
+Reads every message of the corpus (`mailmanager.testing.corpus`: mbox files are split with
+`mailbox.mbox`, other files are single messages), repeats the set until it holds at least
 `--min-messages` messages, then times, on one core and in this order:
 
 - `mailmanager.parsing.parse`,
@@ -20,7 +20,6 @@ import argparse
 import email
 import email.policy
 import logging
-import mailbox
 import resource
 import sys
 import time
@@ -28,23 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mailmanager.mail import parsing
-
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-
-
-def load_corpus(root: Path) -> list[bytes]:
-    """Every message under `root`, mbox files split into their messages."""
-    messages: list[bytes] = []
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.name == "MANIFEST.md":
-            continue
-        data = path.read_bytes()
-        if data.startswith(b"From "):
-            box = mailbox.mbox(str(path), create=False)
-            messages.extend(box.get_bytes(key) for key in box.iterkeys())
-        else:
-            messages.append(data)
-    return messages
+from mailmanager.testing import corpus as shared_corpus
 
 
 def peak_rss_mb() -> float:
@@ -63,7 +46,7 @@ def timed(label: str, func: Callable[[bytes], object], messages: list[bytes]) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--corpus", type=Path, default=shared_corpus.CORPUS)
     parser.add_argument("--min-messages", type=int, default=5000)
     parser.add_argument("--skip-others", action="store_true", help="time only our parser")
     args = parser.parse_args(argv)
@@ -71,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corpus not found: {args.corpus}", file=sys.stderr)
         return 2
     logging.disable(logging.CRITICAL)  # mail-parser logs every defect it meets
-    corpus = load_corpus(args.corpus)
+    corpus = shared_corpus.corpus_messages(args.corpus)
     repeats = -(-args.min_messages // len(corpus))
     messages = corpus * repeats
     total = sum(len(m) for m in messages)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import tempfile
 import time
 import uuid
@@ -31,16 +30,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-import sqlalchemy as sa  # noqa: E402
+import sqlalchemy as sa
 
 from mailmanager import config
-from mailmanager.db import (
-    models,
-    store,  # noqa: E402
-)
+from mailmanager.db import models, store
 from mailmanager.reminders import evaluation as reminders
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -1,5 +1,5 @@
 """`python -m mailmanager`."""
 
-from mailmanager.cli.app import run
+from mailmanager.cli import app
 
-run()
+app.run()

@@ -260,7 +260,12 @@ class UnsupportedError(ConnectorError):
 
 
 class ConfigError(MailmanagerError):
-    """Raised when configuration is wrong. `key` is the dotted key path, `fix` what to do."""
+    """Raised when one configuration value is wrong: `key` is its dotted key path
+    ("mailboxes.work.host"), `problem` what is wrong, `fix` what to do.
+
+    Connectors raise it for their options. The config loader gathers these, one per
+    problem, into a single `mailmanager.config.ConfigFileError`.
+    """
 
     def __init__(self, key: str, problem: str, fix: str = "") -> None:
         self.key = key

@@ -27,9 +27,13 @@ in (`exchange`/EWS stays for on-premises servers). How one folder syncs (contrac
   PidTagLastVerbExecuted (MS-OXOMSG 2.2.1.4: 102/103 reply, 104 forward), read through
   `$expand=singleValueExtendedProperties` -> \\Answered / $Forwarded. Outlook categories
   become labels.
-- `conversationId` is not used: it changes for some external replies and Exchange groups
-  unrelated mail with the same subject into one conversation (notes/protocols.md §3), so as
-  a `thread_hint` (unioned by the core with Message-ID threading) it would merge threads.
+- `conversationId` is not used. It changes for some external replies, as reported on
+  https://learn.microsoft.com/en-us/answers/questions/5883983/microsoft-graph-webhook-conversationid-changes-whe
+  And a message without conversation-index tracking gets as its id the MD5 of its
+  conversation topic (the subject without its prefixes), per [MS-OXOMSG] 2.2.1.2:
+  https://learn.microsoft.com/en-us/openspecs/exchange_server_protocols/ms-oxomsg/f8e4a5fa-cb73-4eca-b174-72e1fda821a6
+  So unrelated mail with the same subject shares one. As a `thread_hint` (unioned by the
+  core with Message-ID threading) it would merge threads.
 - Expired state: 410 Gone, or the codes syncStateNotFound / syncStateInvalid /
   resyncRequired -> `spi.CursorExpiredError`; the core rescans the folder and keeps links.
 - A `$value` that answers 404 after delta listed the message: we ask for the message; gone

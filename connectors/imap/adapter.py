@@ -4,9 +4,10 @@
 (OSError / imaplib aborts -> `spi.TransientError`, rejected credentials -> `spi.AuthError`,
 an unverifiable certificate -> `TlsError`) so nothing from imaplib or imapclient leaks out.
 
-Quirks kept here (protocols.md §1, verified against imapclient 4.1.0 and Dovecot 2.3):
-- imapclient >= 4.0 filters `fetch()` results through `to_ints(messages)`, so a UID range
-  such as "1:500" cannot be fetched with it; `_uid_fetch` sends UID FETCH itself.
+Quirks kept here (verified against imapclient 4.1.0 and Dovecot 2.3):
+- imapclient >= 4.0 filters `fetch()` results through `to_ints(messages)` (mjs/imapclient
+  PR #647), so a UID range such as "1:500" cannot be fetched with it; `_uid_fetch` sends
+  UID FETCH itself.
 - VANISHED (RFC 7162 §3.2.10) is not parsed by imapclient: it piles up in the private
   `_imap.untagged_responses["VANISHED"]`; we pop and parse it around each FETCH.
 - Capabilities are read again after login (Dovecot advertises CONDSTORE/QRESYNC only then),

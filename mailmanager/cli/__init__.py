@@ -1,8 +1,12 @@
 """The `mailmanager` command line: a click application and its command groups.
 
-`app` defines the `mailmanager` group, the shared helpers (`State`, `database`, `fail`,
-`emit_json`, exit codes) and the core commands (init, config, db, sync, run, status, threads,
-messages, mailbox); each other module adds one feature area's commands through
-`register(main: click.Group) -> None`, called by `app` once the group exists. Commands read and
-write through `mailmanager.services` and the area packages' public functions.
+`app` defines the `mailmanager` group, the helpers every command shares (`State`,
+`database`, `fail`, `emit_json`, exit codes) and `COMMANDS`, the one list of the commands
+and of the module each lives in, imported when the command runs (`lazy`). One module per
+area: `admin` (init, config, db), `auth` (auth, mailbox, secrets), `syncing` (sync, run),
+`browse` (status, threads, messages), `crm` (companies, contacts, opportunities, import,
+export), `matching` (match, explain), `curation` (link, unlink, review, suggestions),
+`timeline` (timeline, engagement, links), `reminders`, `notify` (digest, outbox, reminders
+preview). Commands read and write through `mailmanager.services` and the area packages'
+public functions.
 """

@@ -1,18 +1,23 @@
-"""`mailmanager auth MAILBOX` (OAuth consent) and `mailmanager secrets new-key|rotate`.
+"""A mailbox's access to its provider: `mailmanager auth MAILBOX` (OAuth consent),
+`mailmanager mailbox test NAME` (connect step by step) and `mailmanager secrets new-key|rotate`.
 
-Tokens obtained by `auth` go to the encrypted token store (`mailmanager.tokens`), so a
+Tokens obtained by `auth` go to the encrypted token store (`mailmanager.db.tokens`), so a
 secret key must be configured first; `auth` checks that before sending anyone to a
 consent page.
 """
 
 from __future__ import annotations
 
+import sys
+
 import click
+from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config as config_mod
 from mailmanager import registry, spi
 from mailmanager.cli.app import EXIT_CONFIG, EXIT_FAILED, State, database, fail
-from mailmanager.db import tokens
+from mailmanager.db import store, tokens
+from mailmanager.services import queries
 
 
 @click.command("auth")
@@ -26,7 +31,7 @@ def auth(state: State, mailbox: str) -> None:
             mb = cfg.mailbox(mailbox)
             cls = registry.load(mb.connector, key=f"mailboxes.{mailbox}.connector")
             connector = cls(tokens.connector_config(cfg, mb, factory))
-        except (spi.ConfigError, config_mod.ConfigErrors) as exc:
+        except (spi.ConfigError, config_mod.ConfigFileError) as exc:
             fail(str(exc), EXIT_CONFIG)
         try:
             if not isinstance(connector, spi.Authorizable):
@@ -43,6 +48,59 @@ def auth(state: State, mailbox: str) -> None:
             fail(f"authorization failed: {exc}", EXIT_FAILED)
         finally:
             connector.close()
+
+
+@click.group("mailbox")
+def mailbox_group() -> None:
+    """Check mailbox connections."""
+
+
+@mailbox_group.command("test")
+@click.argument("name")
+@click.pass_obj
+def mailbox_test(state: State, name: str) -> None:
+    """Connect to mailbox NAME step by step (reach, TLS, login, folders) and diagnose failures."""
+    cfg = state.config()
+    with database(state) as factory:
+        try:
+            mb = cfg.mailbox(name)
+            cls = registry.load(mb.connector)
+            connector = cls(tokens.connector_config(cfg, mb, factory))
+        except (spi.ConfigError, config_mod.ConfigFileError) as exc:
+            fail(str(exc), EXIT_CONFIG)
+        try:
+            steps = list(connector.check())
+            if all(s.ok for s in steps):
+                steps += _cursor_steps(connector, factory, mb.name)
+        except spi.ConfigError as exc:  # e.g. a token store without its secret key
+            fail(str(exc), EXIT_CONFIG)
+        finally:
+            connector.close()
+    for step in steps:
+        mark = "ok  " if step.ok else "FAIL"
+        click.echo(f"[{mark}] {step.step}" + (f": {step.detail}" if step.detail else ""))
+    if not all(s.ok for s in steps):
+        sys.exit(EXIT_FAILED)
+
+
+def _cursor_steps(
+    connector: spi.Connector, factory: sessionmaker[Session], mailbox: str
+) -> list[spi.CheckStep]:
+    """Try each folder's stored cursor once (at most one message read, nothing saved)."""
+    with store.session_scope(factory) as s:
+        folders = queries.folder_cursors(s, mailbox)
+    steps = []
+    for f in folders:
+        remote = spi.RemoteFolder(f.remote_id, f.name, spi.FolderRole(f.role))
+        try:
+            connector.fetch_changes(remote, f.cursor, 1)
+            steps.append(spi.CheckStep(f"cursor {f.name}", True, "still valid"))
+        except spi.CursorExpiredError as exc:
+            detail = f"expired ({exc}); the next sync rescans this folder, keeping links"
+            steps.append(spi.CheckStep(f"cursor {f.name}", True, detail))
+        except spi.ConnectorError as exc:
+            steps.append(spi.CheckStep(f"cursor {f.name}", False, str(exc)))
+    return steps
 
 
 @click.group("secrets")
@@ -74,8 +132,3 @@ def rotate(state: State) -> None:
         except spi.ConfigError as exc:
             fail(str(exc), EXIT_CONFIG)
     click.echo(f"re-encrypted {count} token(s) under the newest key")
-
-
-def register(main: click.Group) -> None:
-    main.add_command(auth)
-    main.add_command(secrets_group)

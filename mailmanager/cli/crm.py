@@ -1,7 +1,7 @@
 """`mailmanager companies|contacts|opportunities ...`, `mailmanager import|export ...`.
 
 Salespeople (owners) are the `[[users]]` of the config file: each command that writes
-first copies them into the database (`sync.ensure_config_rows`), so `--owner` takes the
+first copies them into the database (`configrows.ensure_config_rows`), so `--owner` takes the
 e-mail of any configured user or alias.
 """
 
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mailmanager.cli.app import EXIT_FAILED, State, database, emit_json, fail
@@ -24,8 +23,7 @@ from mailmanager.crm import csvformat as fmt
 from mailmanager.crm import csvio, dedupe, opportunities
 from mailmanager.crm import records as crm
 from mailmanager.crm import views as crmviews
-from mailmanager.db import models, store
-from mailmanager.sync import engine as sync
+from mailmanager.db import configrows, store
 
 ACTOR = "cli"
 KIND = click.Choice(csvio.KINDS)
@@ -38,7 +36,7 @@ def _session(state: State, write: bool = False) -> Iterator[Session]:
         try:
             with store.session_scope(factory) as session:
                 if write:
-                    sync.ensure_config_rows(session, state.config())
+                    configrows.ensure_config_rows(session, state.config())
                 yield session
         except (crm.CrmError, csvio.CsvError) as exc:
             fail(str(exc), EXIT_FAILED)
@@ -292,10 +290,7 @@ def contacts_show(state: State, ref: str, as_json: bool) -> None:
     with _session(state) as s:
         contact = crm.find_contact(s, state.config(), ref)
         view = crmviews.contact_views(s, [contact])[0]
-        oc = models.OpportunityContact
-        opp_ids = sa.select(oc.opportunity_id).where(oc.contact_id == contact.id)
-        rows = s.scalars(sa.select(models.Opportunity).where(models.Opportunity.id.in_(opp_ids)))
-        deals = crmviews.opportunity_views(s, list(rows))
+        deals = crmviews.contact_opportunities(s, contact.id)
         recent = crmviews.recent_messages(s, "contact", contact.id)
     data = crmviews.as_dict(view)
     data["opportunities"] = [crmviews.as_dict(o) for o in deals]
@@ -469,14 +464,3 @@ def opportunities_close(state: State, ref: str, won: bool) -> None:
         changed = opportunities.close(s, state.config(), opp, won, ACTOR)
         done = "closed as" if changed else "was already"
         click.echo(f"{opp.reference} {done} {opp.stage}")
-
-
-def register(main: click.Group) -> None:
-    for command in (
-        import_cmd,
-        export_cmd,
-        companies_group,
-        contacts_group,
-        opportunities_group,
-    ):
-        main.add_command(command)

@@ -1,7 +1,7 @@
 """Notification commands: `reminders preview`, `digest send`, `outbox list|flush|retry`.
 
-`reminders preview` joins the `reminders` group of `commands/reminders.py` (registered
-before this module); the others are groups of their own.
+`preview` is a command of the `reminders` group (`cli/reminders.py` names it); `digest`
+and `outbox` are groups of `mailmanager` itself.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _flush(state: State, factory: sessionmaker[Session], now: str | None) -> out
     cfg = state.config()
     try:
         return outbox.flush(cfg, factory, clock=_clock(now))
-    except config_mod.ConfigErrors as exc:
+    except config_mod.ConfigFileError as exc:
         fail(f"configuration error:\n{exc}", EXIT_CONFIG)
 
 
@@ -173,17 +173,3 @@ def outbox_retry(state: State, ids: tuple[int, ...]) -> None:
         except outbox.OutboxError as exc:
             fail(str(exc), EXIT_FAILED)
     click.echo(f"queued {len(ids)} email(s); `mailmanager outbox flush` sends them now")
-
-
-def register(main: click.Group) -> None:
-    group = main.commands.get("reminders")
-    if not isinstance(group, click.Group):  # the rules side is not installed yet
-
-        @main.group("reminders")
-        def reminders_group() -> None:
-            """Follow-up reminders."""
-
-        group = reminders_group
-    group.add_command(preview)
-    main.add_command(digest_group)
-    main.add_command(outbox_group)

@@ -2,8 +2,8 @@
 "expects a reply" override, and `scan` (an evaluation pass at a given time, for admins and
 tests; `--dry-run` shows what it would do and writes nothing).
 
-`reminders preview` (the notifier's digest preview) is added to this group by
-`commands/notify.py`, registered after this module.
+`reminders preview` (the notifier's digest preview) is defined with the notifier's other
+commands in `cli/notify.py`; this group names it, and imports it when it runs.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 import click
 
 from mailmanager.cli import app as cli
-from mailmanager.db import models, store
+from mailmanager.cli.lazy import Lazy, LazyGroup
+from mailmanager.db import configrows, models, store
 from mailmanager.reminders import actions as reminder_actions
 from mailmanager.reminders import evaluation as reminders
 from mailmanager.reminders.actions import ReminderActionError
-from mailmanager.sync import engine as sync
 
 
 def _now(value: str | None) -> datetime:
@@ -37,7 +37,16 @@ def _iso(t: datetime | None) -> str:
     return t.astimezone(UTC).isoformat(timespec="minutes") if t else "-"
 
 
-@click.group("reminders")
+@click.group(
+    "reminders",
+    cls=LazyGroup,
+    lazy_commands={
+        "preview": Lazy(
+            "mailmanager.cli.notify:preview",
+            "Print the digest USER would get now (plain text by default).",
+        )
+    },
+)
 def reminders_group() -> None:
     """Follow-up reminders (relances): list, snooze, dismiss, done, expect, scan."""
 
@@ -140,7 +149,7 @@ def scan_cmd(state: cli.State, now_text: str | None, dry_run: bool, as_json: boo
     with cli.database(state) as factory:
         s = factory()
         try:
-            sync.ensure_config_rows(s, cfg)
+            configrows.ensure_config_rows(s, cfg)
             s.flush()
             report = reminders.evaluate(s, cfg, now)
             if dry_run:
@@ -161,7 +170,3 @@ def scan_cmd(state: cli.State, now_text: str | None, dry_run: bool, as_json: boo
     for a in report.actions:
         where = f"thread {a.thread_id}" if a.thread_id else a.target
         click.echo(f"  {a.action:<9} {a.kind:<26} {a.user}  {where}  due {_iso(a.due_at)}")
-
-
-def register(main: click.Group) -> None:
-    main.add_command(reminders_group)

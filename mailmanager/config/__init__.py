@@ -2,15 +2,16 @@
 
 Each section is a frozen dataclass whose fields are the section's keys; `SECTIONS` maps the
 section name to its class. Generic checks (unknown keys, types, required keys, per-field
-validators kept in the field metadata) live in `mailmanager.config_schema`; this module adds
+validators kept in the field metadata) live in `mailmanager.config.schema`; this module adds
 what crosses sections: unique users and mailbox names, owners and managers that exist, and
 each mailbox's connector options, validated against the options its connector class declares.
 
-Every problem is collected and raised at once as `ConfigErrors`, each naming its dotted key
-(`mailboxes[0].owner`) and the fix. Secrets are never in the file: a secret option `NAME` is
-given as `NAME_env` (an environment variable) or `NAME_file` (a file of mode 600), and those
-references are resolved only when used (`MailboxConfig.connector_config`,
-`DatabaseConfig.url_with_secret`), so a `Config` can be shown or logged safely.
+Every problem is collected and raised at once in one `ConfigFileError`, each problem an
+`spi.ConfigError` naming its dotted key (`mailboxes[0].owner`) and the fix. Secrets are never
+in the file: a secret option `NAME` is given as `NAME_env` (an environment variable) or
+`NAME_file` (a file of mode 600), and those references are resolved only when used
+(`MailboxConfig.connector_config`, `DatabaseConfig.url_with_secret`), so a `Config` can be
+shown or logged safely.
 
 Adding a section is one frozen dataclass, one `SECTIONS` entry and one `Config` field.
 """
@@ -28,19 +29,20 @@ import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import idna
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from mailmanager import registry, spi
-from mailmanager.config import schema
+from mailmanager.config import reminder_kinds, schema
 from mailmanager.config.schema import Context, Invalid, Problems, spec
 
 log = logging.getLogger(__name__)
 
-ConfigErrors = schema.ConfigErrors
+ConfigFileError = schema.ConfigFileError
+_T = TypeVar("_T")
 
 _DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
 _DRIVERS |= {v: v for v in _DRIVERS.values()}
@@ -108,13 +110,6 @@ def _absolute(value: str, ctx: Context) -> str:
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
-_REMINDER_KINDS = (
-    "awaiting_reply",
-    "needs_response",
-    "dormant_opportunity",
-    "at_risk_client",
-    "bounced",
-)
 
 
 def _hhmm(value: str, ctx: Context) -> str:
@@ -176,7 +171,6 @@ def _block_entry(value: str, ctx: Context) -> str:
 
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-REMINDER_RULES = ("awaiting_reply", "needs_response", "dormant_opportunity", "at_risk_client")
 
 
 def _weekdays(values: tuple[str, ...], ctx: Context) -> tuple[str, ...]:
@@ -203,7 +197,7 @@ class DatabaseConfig:
     def url_with_secret(self) -> str:
         """The URL to connect with, the password read now from `password_env`/`password_file`.
 
-        Raises `ConfigErrors` when the variable is unset or the file unreadable or not private.
+        Raises `ConfigFileError` when the variable is unset or the file unreadable or not private.
         """
         p = Problems()
         secret = schema.resolve_secret(
@@ -265,7 +259,7 @@ class MailboxConfig:
     def connector_config(self, base_dir: str) -> spi.ConnectorConfig:
         """Build the connector's config, reading `NAME_env`/`NAME_file` secrets now.
 
-        Relative "path" options are made absolute against `base_dir`. Raises `ConfigErrors`
+        Relative "path" options are made absolute against `base_dir`. Raises `ConfigFileError`
         naming e.g. `mailboxes[0].password_env` when a variable is unset, a secret file is
         unreadable or readable by group/others, or the connector cannot be loaded.
         """
@@ -273,7 +267,7 @@ class MailboxConfig:
         try:
             declared = registry.load(self.connector, key=f"{key}.connector").options
         except spi.ConfigError as exc:
-            raise ConfigErrors([exc]) from exc
+            raise ConfigFileError([exc]) from exc
         values = schema.resolve_options(self.options, declared, key, base_dir)
         return spi.ConnectorConfig(mailbox=self.name, values=values, base_dir=base_dir)
 
@@ -332,7 +326,7 @@ class SmtpConfig:
     def secrets(self) -> tuple[str | None, str | None]:
         """(password, oauth2 token), read now from their `_env`/`_file` references.
 
-        Raises `ConfigErrors` when a variable is unset or a file unreadable or not private.
+        Raises `ConfigFileError` when a variable is unset or a file unreadable or not private.
         """
         p = Problems()
         password = schema.resolve_secret(
@@ -382,7 +376,7 @@ class NotificationsConfig:
     enabled: bool = True
     digest_times: tuple[str, ...] = field(default=("08:30", "14:00"), metadata=spec(_hhmm_list))
     immediate: tuple[str, ...] = field(
-        default=(), metadata=spec(schema.each(schema.one_of(*_REMINDER_KINDS)))
+        default=(), metadata=spec(schema.each(schema.one_of(*reminder_kinds.ALL)))
     )
     quiet_hours: str = field(default="", metadata=spec(_quiet_hours))
     catch_up_minutes: int = field(default=180, metadata=spec(schema.at_least(1)))
@@ -424,7 +418,8 @@ class RemindersConfig:
 
     enabled: bool = True
     rules: tuple[str, ...] = field(
-        default=REMINDER_RULES, metadata=spec(schema.each(schema.one_of(*REMINDER_RULES)))
+        default=reminder_kinds.SWITCHABLE,
+        metadata=spec(schema.each(schema.one_of(*reminder_kinds.SWITCHABLE))),
     )
     awaiting_reply_days: int = field(default=3, metadata=spec(schema.at_least(1)))
     needs_response_hours: int = field(default=4, metadata=spec(schema.at_least(1)))
@@ -483,6 +478,21 @@ class Config:
     smtp: SmtpConfig
     notifications: NotificationsConfig
 
+    @functools.cached_property
+    def _derived(self) -> dict[Callable[[Config], object], object]:
+        return {}
+
+    def derived(self, build: Callable[[Config], _T]) -> _T:
+        """`build(self)`, made once per configuration object and kept as long as it is.
+
+        For the values later stages make from the whole configuration: the organization's
+        `identity.of`, the matcher's policy. `build` must depend on the configuration alone.
+        """
+        cache = self._derived
+        if build not in cache:
+            cache[build] = build(self)
+        return cast(_T, cache[build])
+
     def user(self, email: str) -> UserConfig | None:
         """The user whose email or one of whose aliases is `email` (case-insensitive)."""
         try:
@@ -500,7 +510,7 @@ class Config:
         raise spi.ConfigError("mailboxes", f"no mailbox named {name!r}", fix)
 
     def check_secrets(self) -> None:
-        """Resolve every secret reference now. Raises `ConfigErrors` listing every failure."""
+        """Resolve every secret reference now. Raises `ConfigFileError` listing every failure."""
         problems: list[spi.ConfigError] = []
         resolvers: list[Callable[[], object]] = [self.database.url_with_secret, self.smtp.secrets]
         resolvers += [
@@ -509,10 +519,10 @@ class Config:
         for resolve in resolvers:
             try:
                 resolve()
-            except ConfigErrors as exc:
+            except ConfigFileError as exc:
                 problems.extend(exc.errors)
         if problems:
-            raise ConfigErrors(problems)
+            raise ConfigFileError(problems)
 
 
 def _mailbox(table: object, cls: type, key: str, ctx: Context, p: Problems) -> Any:
@@ -609,7 +619,7 @@ def _check_holidays(users: tuple[UserConfig, ...], p: Problems) -> None:
 def loads(text: str, base_dir: str = ".", path: str | None = None) -> Config:
     """Validate the TOML document `text`; relative paths resolve against `base_dir`.
 
-    Raises `ConfigErrors` listing every problem, a TOML syntax error included.
+    Raises `ConfigFileError` listing every problem, a TOML syntax error included.
     """
     try:
         data = tomllib.loads(text)
@@ -639,7 +649,7 @@ def loads(text: str, base_dir: str = ".", path: str | None = None) -> Config:
 def load(path: str | os.PathLike[str]) -> Config:
     """Read and validate the file at `path`.
 
-    Raises `ConfigErrors` when it is missing, unreadable, not TOML or invalid.
+    Raises `ConfigFileError` when it is missing, unreadable, not TOML or invalid.
     """
     full = os.path.abspath(path)
     try:
@@ -657,7 +667,7 @@ def load(path: str | os.PathLike[str]) -> Config:
 def default_config_text() -> str:
     """The starter file `mailmanager init` writes: `config.example.toml`.
 
-    Raises `ConfigErrors` when the example is not shipped with this installation.
+    Raises `ConfigFileError` when the example is not shipped with this installation.
     """
     try:
         return _EXAMPLE.read_text(encoding="utf-8")

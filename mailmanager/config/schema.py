@@ -31,10 +31,15 @@ Check = Callable[[Any, "Context"], Any]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-class ConfigErrors(MailmanagerError):
-    """Raised when a configuration is invalid; `errors` holds every problem found.
+class ConfigFileError(MailmanagerError):
+    """Raised when the configuration file, or a secret or connector it names, is invalid;
+    `errors` holds every problem found, each a `spi.ConfigError` (one key, its problem,
+    its fix).
 
-    `str()` lists the problems one per line, each naming its dotted key and the fix.
+    Loading collects the problems of the whole file and raises them together, so one run
+    shows them all. `str()` lists them one per line. It is not an `spi.ConfigError`:
+    `except spi.ConfigError` still sees only a single problem raised on its own (by a
+    connector, the registry or `Config.mailbox`).
     """
 
     def __init__(self, errors: Collection[spi.ConfigError]) -> None:
@@ -65,9 +70,9 @@ class Problems(list[spi.ConfigError]):
         self.append(spi.ConfigError(key, problem, fix))
 
     def raise_if_any(self) -> None:
-        """Raise `ConfigErrors` when at least one problem was recorded."""
+        """Raise `ConfigFileError` when at least one problem was recorded."""
         if self:
-            raise ConfigErrors(self)
+            raise ConfigFileError(self)
 
 
 def spec(check: Check | None = None, example: str = "", internal: bool = False) -> dict[str, Any]:
@@ -294,9 +299,9 @@ def resolve_secret(
     return value or None
 
 
-def fail(key: str, problem: str, fix: str = "") -> ConfigErrors:
-    """A `ConfigErrors` holding one problem, for the caller to raise."""
-    return ConfigErrors([spi.ConfigError(key, problem, fix)])
+def fail(key: str, problem: str, fix: str = "") -> ConfigFileError:
+    """A `ConfigFileError` holding one problem, for the caller to raise."""
+    return ConfigFileError([spi.ConfigError(key, problem, fix)])
 
 
 Reader = Callable[[object, type, str, Context, Problems], Any]
@@ -407,7 +412,7 @@ def resolve_options(
 ) -> dict[str, object]:
     """Every declared option's value, secrets read now and "path" options made absolute.
 
-    Raises `ConfigErrors` when a secret reference cannot be resolved (see `resolve_secret`).
+    Raises `ConfigFileError` when a secret reference cannot be resolved (see `resolve_secret`).
     """
     p = Problems()
     values: dict[str, object] = {}

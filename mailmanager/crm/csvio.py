@@ -37,7 +37,7 @@ from mailmanager.crm import csvformat as fmt
 from mailmanager.crm import dedupe, opportunities
 from mailmanager.crm import records as crm
 from mailmanager.crm import views as crmviews
-from mailmanager.db import models
+from mailmanager.db import audit, models
 from mailmanager.db.models import Company, Contact, ContactEmail, Opportunity
 from mailmanager.errors import MailmanagerError
 
@@ -329,7 +329,8 @@ def import_csv(
     """Import a CSV file of `kind` (companies, contacts, opportunities): all rows or none.
 
     Owners must be users of the config file already written to the database
-    (`sync.ensure_config_rows`). Raises CsvError when the file cannot be read as such a table.
+    (`configrows.ensure_config_rows`). Raises CsvError when the file cannot be read as such a
+    table.
     """
     table = read_table(data, kind)
     run = _Run(session, cfg)
@@ -352,7 +353,7 @@ def import_csv(
         outer.commit()
         crm.relink(session, cfg, **run.touched)
         detail = {"rows": len(table.rows), **run.counts, "errors": 0}
-        crm.audit(session, actor, f"import.{kind}", kind, detail)
+        audit.record(session, actor, f"import.{kind}", kind, detail)
     else:
         outer.rollback()
     c = run.counts

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from mailmanager import config as config_mod
 from mailmanager.crm import records as crm
-from mailmanager.db import models
+from mailmanager.db import audit, models
 from mailmanager.db.models import Contact, ContactEmail
 from mailmanager.mail import normalize
 
@@ -183,7 +183,7 @@ def merge_contacts(
         fields=tuple(fields),
     )
     detail = {**asdict(report), "removed_contact": removed_label}
-    crm.audit(session, actor, "contact.merge", f"contact:{keep.id}", detail)
+    audit.record(session, actor, "contact.merge", f"contact:{keep.id}", detail)
     log.info(
         "contacts merged",
         extra={"action": "contact_merge", "kept": keep.id, "removed": report.removed},

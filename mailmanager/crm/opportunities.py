@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from mailmanager import config as config_mod
 from mailmanager.crm import records as crm
-from mailmanager.db import models
+from mailmanager.db import audit, models
 from mailmanager.db.models import Contact, Opportunity
 
 STAGES = ("open", "won", "lost")
@@ -162,5 +162,5 @@ def close(
     _, changed = save(session, cfg, opp, {"stage": "won" if won else "lost"})
     if changed:
         detail = {"from": before, "to": opp.stage, "reference": opp.reference}
-        crm.audit(session, actor, "opportunity.close", f"opportunity:{opp.id}", detail)
+        audit.record(session, actor, "opportunity.close", f"opportunity:{opp.id}", detail)
     return changed

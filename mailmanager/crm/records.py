@@ -5,8 +5,9 @@ matching trustworthy are enforced here, whatever the entry point (CLI, CSV impor
 - a company domain is unique, and never a free-mail domain, a public suffix or one of the
   organization's own domains (mail from those says nothing about the company);
 - a contact address is stored as its `normalize.match_key` (unique), with the form it was
-  entered in kept in `display`; addresses at the organization's domains and robot senders
-  (no-reply, mailer-daemon) are refused: they are never a customer;
+  entered in kept in `display`; the organization's addresses (`identity.Identity.is_ours`:
+  its users' and aliases, any at its domains) and robot senders (no-reply, mailer-daemon)
+  are refused: they are never a customer;
 - an opportunity reference (e.g. OPP-2041, used as a subject tag) is upper-case and unique.
 Every change that affects matching calls `linking.relink_for` (the matcher's retro-link
 hook) unless the caller passes `relink_now=False` and calls `relink` once for a batch.
@@ -16,7 +17,6 @@ views for listing and export in `views`.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mailmanager import config as config_mod
+from mailmanager.config import identity
 from mailmanager.db import models
 from mailmanager.db.models import Company, CompanyDomain, Contact, ContactEmail
 from mailmanager.errors import MailmanagerError
@@ -69,15 +70,6 @@ def relink(
         linking.relink_for(session, cfg, **ids)
 
 
-def audit(session: Session, actor: str, action: str, target: str, detail: object) -> None:
-    """Append an AuditLog row; `detail` is stored as JSON."""
-    session.add(
-        models.AuditLog(
-            actor=actor, action=action, target=target, detail=json.dumps(detail, default=str)
-        )
-    )
-
-
 # --- users, domains, addresses ---------------------------------------------------------------
 
 
@@ -85,7 +77,7 @@ def find_user(session: Session, cfg: config_mod.Config, email: str) -> models.Us
     """The user whose e-mail (or alias in the config file) is `email`.
 
     Raises NotFoundError when no `[[users]]` entry has it, or when the config's users were not
-    yet written to the database (`sync.ensure_config_rows`).
+    yet written to the database (`configrows.ensure_config_rows`).
     """
     user_cfg = cfg.user(email)
     if user_cfg is None:
@@ -94,10 +86,6 @@ def find_user(session: Session, cfg: config_mod.Config, email: str) -> models.Us
     if user is None:
         raise NotFoundError(f"user {user_cfg.email} is not in the database yet", "owner")
     return user
-
-
-def _is_org_domain(cfg: config_mod.Config, domain: str) -> bool:
-    return any(domain == d or domain.endswith("." + d) for d in cfg.organization.domains)
 
 
 def clean_domain(cfg: config_mod.Config, text: str) -> str:
@@ -115,7 +103,7 @@ def clean_domain(cfg: config_mod.Config, text: str) -> str:
         raise CrmError(f"{domain} is a public suffix, not a company's domain", "domains")
     if normalize.is_free_mail(domain):
         raise CrmError(f"{domain} is a free-mail domain: it never identifies a company", "domains")
-    if _is_org_domain(cfg, domain):
+    if identity.of(cfg).is_org_domain(domain):
         raise CrmError(f"{domain} is one of the organization's own domains", "domains")
     return domain
 
@@ -134,13 +122,14 @@ def address_key(cfg: config_mod.Config, address: str) -> str | None:
 def contact_key(cfg: config_mod.Config, address: str) -> str:
     """The match key under which `address` is stored for a contact.
 
-    Raises CrmError when it is not an address, is at the organization's domains, or is a
-    robot sender (no-reply, mailer-daemon, bounces).
+    Raises CrmError when it is not an address, is one of the organization's (a user's
+    address or alias, or at the organization's domains), or is a robot sender (no-reply,
+    mailer-daemon, bounces).
     """
     key = address_key(cfg, address)
     if key is None:
         raise CrmError(f"{address.strip()!r} is not an e-mail address", "email")
-    if _is_org_domain(cfg, key.rpartition("@")[2]):
+    if identity.of(cfg).is_ours(key):
         raise CrmError(f"{key} is an address of the organization, not of a contact", "email")
     if normalize.is_system_sender(key):
         raise CrmError(f"{key} is an automated sender, never a person", "email")

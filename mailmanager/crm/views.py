@@ -237,6 +237,14 @@ def opportunities(
     return opportunity_views(session, rows[:limit])
 
 
+def contact_opportunities(session: Session, contact_id: int) -> list[OpportunityView]:
+    """The opportunities contact `contact_id` takes part in."""
+    oc = models.OpportunityContact
+    ids = sa.select(oc.opportunity_id).where(oc.contact_id == contact_id)
+    rows = session.scalars(sa.select(Opportunity).where(Opportunity.id.in_(ids)))
+    return opportunity_views(session, list(rows))
+
+
 def opportunity_views(session: Session, rows: Sequence[Opportunity]) -> list[OpportunityView]:
     oc = models.OpportunityContact
     members = _grouped(

@@ -14,7 +14,7 @@ Times are stored in UTC.
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +22,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     ColumnElement,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
@@ -284,6 +285,13 @@ class Message(Base):
     attachments: Mapped[str] = mapped_column(Text, default="")  # JSON list or ""
     bounce: Mapped[str] = mapped_column(Text, default="")  # JSON object or ""
     defects: Mapped[str] = mapped_column(Text, default="")  # space-separated names
+    # What the reminder rules read in the body (`parsing.ParsedMessage.text_facts`), kept at
+    # ingest: does it expect a reply (and why), and for an absence notice the day its
+    # sender is back. The reason is NULL when the body was not read (list mail, bounces,
+    # other auto-replies) and on messages stored before schema 0011.
+    expects_reply: Mapped[bool | None] = mapped_column(Boolean)
+    expects_reply_reason: Mapped[str | None] = mapped_column(String(40))
+    return_date: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -117,7 +117,7 @@ def _alembic_config(engine: Engine) -> Any:
 
 # The newest migration's revision: checked at every start without loading Alembic (a test
 # keeps it equal to what Alembic finds in the migrations directory).
-HEAD = "0010"
+HEAD = "0011"
 
 
 def head_revision() -> str:
@@ -179,6 +179,33 @@ def check_schema(engine: Engine, config_hint: str = "") -> None:
         raise SchemaError(
             f"the database schema is at revision {current}, this version needs {head}", fix
         )
+
+
+@contextmanager
+def open_database(
+    url: str, create: bool = False, config_hint: str = ""
+) -> Iterator[sessionmaker[Session]]:
+    """A session factory on the database at `url`; its engine is disposed of on exit.
+
+    The schema must be at the newest revision, else SchemaError (whose fix names
+    `mailmanager{config_hint} db upgrade`); with `create`, a database without any table gets
+    the schema instead (a first run). Raises DatabaseError when the database cannot be opened.
+    """
+    engine = make_engine(url)
+    try:
+        if not (create and _create_if_empty(engine)):
+            check_schema(engine, config_hint)
+        yield session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+def _create_if_empty(engine: Engine) -> bool:
+    """Create the schema in a database that has no table at all; False if it has some."""
+    if current_revision(engine) is not None or sa.inspect(engine).get_table_names():
+        return False
+    create_schema(engine)
+    return True
 
 
 # --- upserts --------------------------------------------------------------------------------

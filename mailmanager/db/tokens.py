@@ -171,7 +171,7 @@ def connector_config(
 ) -> spi.ConnectorConfig:
     """The mailbox's connector config with its token store attached.
 
-    Raises `config.ConfigErrors` as `MailboxConfig.connector_config` does.
+    Raises `config.ConfigFileError` as `MailboxConfig.connector_config` does.
     """
     cc = mb.connector_config(cfg.base_dir)
     return dataclasses.replace(cc, token_store=DbTokenStore(factory, mb.name))

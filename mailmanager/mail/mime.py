@@ -17,8 +17,9 @@ So this module reads only what `mailmanager.parsing` and `mailmanager.classify` 
    and the classification. Only the first text part is transfer-decoded (at most
    `_SNIPPET_SOURCE_BYTES` of it, for the snippet, unless the full text is asked for). Of a
    bounce report, the delivery-status part is decoded in full and the returned message is
-   read for its Message-ID (they are small and rare). `MAX_DEPTH` and `MAX_PARTS` bound the
-   work one message can cause.
+   read for its Message-ID (they are small and rare), and a calendar part for its METHOD
+   (an invitation answered?). `MAX_DEPTH` and `MAX_PARTS` bound the work one message can
+   cause.
 3. Text: charsets (RFC 2045/2046) with the labels mail clients really write, falling back to
    UTF-8, charset_normalizer, then replacement characters; RFC 2047 encoded words, tolerating
    what mailers get wrong; HTML bodies turned into text with selectolax/lexbor.
@@ -26,8 +27,8 @@ So this module reads only what `mailmanager.parsing` and `mailmanager.classify` 
 Nothing here raises on bad input: each repair is appended to the caller's `defects` list as a
 short snake_case name, which `parsing` keeps in `ParsedMessage.defects`.
 
-Entry points: `read` (one walk over a message, giving a `Doc`), `quarantine_reason`,
-`decode_words`, `decode_bytes` and `html_to_text`.
+Entry points: `read` (one walk over a message, giving a `Doc`), `whole_text`,
+`quarantine_reason`, `decode_words`, `decode_bytes` and `html_to_text`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ __all__ = [
     "html_to_text",
     "quarantine_reason",
     "read",
+    "whole_text",
 ]
 
 Headers = classify.Headers
@@ -400,11 +402,13 @@ class Doc:
     report_type: str | None = None
     original_message_id: str | None = None
     is_calendar: bool = False
+    calendar_reply: bool = False  # an iCalendar METHOD:REPLY (RFC 5546 §3.2.3)
     parts: int = 0
     plain: tuple[bytes, str, str | None] | None = None  # (body, cte, charset)
     html: tuple[bytes, str, str | None] | None = None
     other_text: tuple[bytes, str, str | None] | None = None
     text: str = ""
+    text_complete: bool = True  # False when `text` is only the start of the part
 
 
 def _visit(doc: Doc, headers: Headers, body: bytes, depth: int, default: str) -> None:
@@ -450,6 +454,8 @@ def _visit(doc: Doc, headers: Headers, body: bytes, depth: int, default: str) ->
         filename = decode_words(filename, doc.defects)
     calendar = ctype in ("text/calendar", "application/ics")
     doc.is_calendar = doc.is_calendar or calendar
+    if calendar and not doc.calendar_reply:
+        doc.calendar_reply = _is_reply(params, body, cte)
     if ctype == "message/delivery-status":
         doc.delivery_status.append(_transfer_decode(body, cte, doc.defects)[0])
         return
@@ -478,6 +484,33 @@ def _visit(doc: Doc, headers: Headers, body: bytes, depth: int, default: str) ->
     )
 
 
+_METHOD_REPLY_RE = re.compile(rb"(?im)^METHOD:\s*REPLY\s*$")
+
+
+def _is_reply(params: dict[str, str], body: bytes, cte: str) -> bool:
+    """True when a calendar part answers an invitation (accepted, declined or tentative):
+    METHOD:REPLY as a Content-Type parameter or in the iCalendar text (RFC 5546 §3.2.3)."""
+    if params.get("method", "").upper() == "REPLY":
+        return True
+    return _METHOD_REPLY_RE.search(_transfer_decode(body, cte, [])[0]) is not None
+
+
+def _chosen_text(doc: Doc, limit: int | None, defects: list[str]) -> tuple[str, bool]:
+    """(the body text, True when complete): the first text/plain part, else the HTML part
+    as text, else another text part, decoded up to `limit` bytes."""
+    chosen = doc.plain or doc.html or doc.other_text
+    if chosen is None:
+        return "", True
+    payload, cut = _transfer_decode(chosen[0], chosen[1], defects, limit)
+    text = decode_bytes(payload, chosen[2], defects, final=not cut)
+    return (html_to_text(text) if chosen is doc.html else text), not cut
+
+
+def whole_text(doc: Doc) -> str:
+    """`doc.text` in full: decoded again, whole, when `read` kept only its start."""
+    return doc.text if doc.text_complete else _chosen_text(doc, None, [])[0]
+
+
 def read(raw: bytes, full_text: bool) -> Doc:
     """Walk `raw`: headers, MIME structure, and the body text (whole or snippet-sized)."""
     defects: list[str] = []
@@ -498,9 +531,5 @@ def read(raw: bytes, full_text: bool) -> Doc:
         return doc
     _visit(doc, headers, body, 0, "text/plain")
     limit = None if full_text else _SNIPPET_SOURCE_BYTES
-    chosen = doc.plain or doc.html or doc.other_text
-    if chosen is not None:
-        payload, cut = _transfer_decode(chosen[0], chosen[1], defects, limit)
-        text = decode_bytes(payload, chosen[2], defects, final=not cut)
-        doc.text = html_to_text(text) if chosen is doc.html else text
+    doc.text, doc.text_complete = _chosen_text(doc, limit, defects)
     return doc

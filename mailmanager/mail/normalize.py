@@ -133,6 +133,28 @@ def ascii_domain(domain: str) -> str | None:
     return None if key is None else key.partition("@")[2]
 
 
+def domain_suffixes(domain: str) -> tuple[str, ...]:
+    """`domain` and each domain it is under, longest first, as written (no normalizing):
+    "mail.acme.co.uk" → ("mail.acme.co.uk", "acme.co.uk", "co.uk", "uk").
+
+    A rule on a domain covers its subdomains: test the rule's domains against these, e.g.
+    `not domains.isdisjoint(domain_suffixes(d))`. The walk goes past the registrable domain
+    down to the top-level one; a caller that must stop there compares with
+    `registrable_domain`.
+    """
+    # A tuple built in a loop: cheaper than a generator to make and to test with isdisjoint.
+    chain = []
+    while domain:
+        chain.append(domain)
+        domain = domain.partition(".")[2]
+    return tuple(chain)
+
+
+def address_suffixes(address: str) -> tuple[str, ...]:
+    """`domain_suffixes` of the domain of `address` (the part after its last "@")."""
+    return domain_suffixes(address.rpartition("@")[2])
+
+
 @functools.cache
 def _psl() -> PublicSuffixList:
     # The package's bundled list; `publicsuffixlist.update` (never called) is the only

@@ -3,7 +3,8 @@
 CONTRACT (other modules rely on exactly these names): `parse(raw, provider_date=None) ->
 ParsedMessage | Quarantined`, the dataclasses `Address`, `Attachment`, `BounceInfo`,
 `ParsedMessage`, `Quarantined`, and the helpers `normalize_subject`, `subject_has_prefix`,
-`normalize_message_id`, `normalize_address` (from `mailmanager.addresses`) and `body_text`.
+`normalize_message_id`, `normalize_address` (from `mailmanager.addresses`), `body_text` and
+`text_facts`.
 
 How a message is read, cheaply (the sync pipeline needs thousands of messages a second):
 
@@ -14,6 +15,11 @@ How a message is read, cheaply (the sync pipeline needs thousands of messages a 
 2. Dates, ids, subject and addresses are read from the few headers we need.
 3. `mailmanager.classify` labels auto-replies, bulk mail, bounces; bounce reports are
    read in full (they are small and rare).
+4. `mailmanager.replies` reads what the reminder rules need in the body (does it expect a
+   reply, when is an absent sender back), in the text step 1 decoded (decoded again, whole,
+   only when it was longer than the snippet needs), for the messages a rule can read:
+   not list mail, bounces, nor auto-replies other than absence notices (none of these is
+   ever the message a reminder is about). Ingest stores these facts on the message.
 
 Each repair is recorded in `ParsedMessage.defects` as a short snake_case name.
 
@@ -33,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_tz
 
-from mailmanager.mail import addresses, classify, mime
+from mailmanager.mail import addresses, classify, mime, replies
 
 __all__ = [
     "Address",
@@ -47,6 +53,7 @@ __all__ = [
     "normalize_subject",
     "parse",
     "subject_has_prefix",
+    "text_facts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -116,6 +123,8 @@ class ParsedMessage:
     size: int  # len(raw)
     sha256: str  # hex digest of raw
     defects: tuple[str, ...]  # short names of what was wrong and repaired
+    # What the reminder rules read in the body (see point 4 above); None when not read.
+    text_facts: replies.TextFacts | None
 
 
 @dataclass(frozen=True)
@@ -383,6 +392,33 @@ def body_text(raw: bytes) -> str:
         return ""
 
 
+def text_facts(raw: bytes, out_of_office: bool, received: datetime | None) -> replies.TextFacts:
+    """What the reminder rules read in the body of `raw` (see `ParsedMessage.text_facts`),
+    read from the bytes again: for messages stored before ingest kept these facts. Never
+    raises; an unreadable body reads as "".
+    """
+    try:
+        doc = mime.read(raw, full_text=True)
+    except Exception:
+        logger.warning("body text failed", extra={"action": "parse_body_text_failed"})
+        return replies.text_facts("", False, out_of_office, received)
+    return replies.text_facts(doc.text, doc.calendar_reply, out_of_office, received)
+
+
+def _text_facts(
+    doc: mime.Doc, labels: classify.Labels, date: datetime | None
+) -> replies.TextFacts | None:
+    """See point 4 of the module docstring."""
+    if labels.is_bulk or labels.is_bounce or (labels.is_auto_reply and not labels.is_out_of_office):
+        return None
+    try:
+        body = mime.whole_text(doc)
+    except Exception:
+        logger.warning("body text failed", extra={"action": "parse_body_text_failed"})
+        body = ""
+    return replies.text_facts(body, doc.calendar_reply, labels.is_out_of_office, date)
+
+
 def parse(raw: bytes, provider_date: datetime | None = None) -> ParsedMessage | Quarantined:
     """Parse `raw`; see the module docstring. Never raises.
 
@@ -481,4 +517,5 @@ def _parse(raw: bytes, digest: str, provider_date: datetime | None) -> ParsedMes
         size=len(raw),
         sha256=digest,
         defects=tuple(dict.fromkeys(defects)),
+        text_facts=_text_facts(doc, labels, date),
     )

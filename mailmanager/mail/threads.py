@@ -8,13 +8,14 @@ message merges the threads it connects. Ids only ever referenced ("phantoms") ar
 so two replies to a message we never saw still group together. Reference loops are harmless
 to a union-find.
 
-The subject fallback is deliberately narrow (protocols.md §5): it joins a message that
-carries no In-Reply-To/References at all, whose subject has a reply prefix ("Re:", "TR :",
-"AW:"...), to the one recent thread (inside a time window) that has the same normalised
-subject and shares the sender plus at least one other participant. The same rule runs the
-other way when the original arrives after such a reply (a Sent folder synced after the
-inbox). List mail never takes the fallback: everyone on a list shares its address.
-Dovecot's RFC 5256 subject threading merges unrelated "Quote for Q3" mails; we don't.
+The subject fallback is deliberately narrow, because a subject alone merges unrelated
+mail: Dovecot's RFC 5256 subject threading puts a new "Quote for Q3" into last week's
+"Quote for Q3" thread; we don't. It joins a message that carries no In-Reply-To/References
+at all, whose subject has a reply prefix ("Re:", "TR :", "AW:"...), to the one recent
+thread (inside a time window) that has the same normalised subject and shares the sender
+plus at least one other participant. The same rule runs the other way when the original
+arrives after such a reply (a Sent folder synced after the inbox). List mail never takes
+the fallback: everyone on a list shares its address.
 """
 
 from __future__ import annotations

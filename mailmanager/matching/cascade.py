@@ -35,16 +35,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
 from mailmanager.mail import normalize
-from mailmanager.matching import facts as matchfacts
 from mailmanager.matching.facts import (
     Blocklist,
     Index,
     LinkDecision,
     Mark,
+    Memo,
     MessageFacts,
     MessageVerdict,
     NewContact,
@@ -52,15 +53,15 @@ from mailmanager.matching.facts import (
     Party,
     Policy,
     ReviewRequest,
-    ThreadFacts,
+    ThreadMatchFacts,
     ThreadVerdict,
     domain_facts,
 )
 
-# The values live in `matchfacts`; they are re-exported so callers need one module.
+# The values live in `matching.facts`; they are re-exported so callers need one module.
 __all__ = (
-    "Blocklist", "Index", "LinkDecision", "Mark", "MessageFacts", "MessageVerdict",
-    "NewContact", "Opp", "Party", "Policy", "ReviewRequest", "ThreadFacts", "ThreadVerdict",
+    "Blocklist", "Index", "LinkDecision", "Mark", "Memo", "MessageFacts", "MessageVerdict",
+    "NewContact", "Opp", "Party", "Policy", "ReviewRequest", "ThreadMatchFacts", "ThreadVerdict",
     "contacts_to_create", "domain_facts", "is_own", "match_thread", "split_name",
 )  # fmt: skip
 
@@ -105,36 +106,37 @@ _is_role = functools.lru_cache(maxsize=65536)(normalize.is_role_address)
 _is_free = functools.lru_cache(maxsize=65536)(normalize.is_free_mail)
 
 
-def is_own(key: str, policy: Policy) -> bool:
-    """An address of the organization (a user, an alias, an organization domain)."""
-    own = policy.own_memo.get(key)
+def is_own(key: str, policy: Policy, memo: Memo) -> bool:
+    """An address of the organization (`Identity.is_ours`: a user, an alias, an organization
+    domain), remembered in `memo`."""
+    own = memo.own.get(key)
     if own is None:
-        own = key in policy.own_addresses or any(
-            d in policy.own_domains for d in matchfacts.suffixes(key.rpartition("@")[2])
-        )
-        if len(policy.own_memo) >= MEMO_MAX:
-            policy.own_memo.clear()
-        policy.own_memo[key] = own
+        own = policy.identity.is_ours(key)
+        if len(memo.own) >= MEMO_MAX:
+            memo.own.clear()
+        memo.own[key] = own
     return own
 
 
-def _externals(m: MessageFacts, policy: Policy) -> list[Party]:
+def _externals(m: MessageFacts, policy: Policy, memo: Memo) -> list[Party]:
     seen: set[str] = set()
     out = []
-    memo = policy.own_memo
+    known = memo.own
     for p in m.parties:
         key = p.key
         if p.role in _ROLES and key not in seen:
-            own = memo.get(key)
+            own = known.get(key)
             if own is None:
-                own = is_own(key, policy)
+                own = is_own(key, policy, memo)
             if not own:
                 seen.add(key)
                 out.append(p)
     return out
 
 
-def _gate(m: MessageFacts, policy: Policy, unlink_all: bool) -> tuple[str, str, list[Party]]:
+def _gate(
+    m: MessageFacts, policy: Policy, memo: Memo, unlink_all: bool
+) -> tuple[str, str, list[Party]]:
     """(reason, detail, external parties): reason "" when the message may be linked."""
     if unlink_all:
         return "unlinked_manually", "unlinked by hand (not CRM-relevant)", []
@@ -144,7 +146,7 @@ def _gate(m: MessageFacts, policy: Policy, unlink_all: bool) -> tuple[str, str, 
                 return reason, f"classified {flag.replace('_', '-')}: noise links to no one", []
     if m.direction == "internal":
         return "internal", "every participant is internal", []
-    externals = _externals(m, policy)
+    externals = _externals(m, policy, memo)
     if not externals:
         return "no_external", "no participant outside the organization", []
     lists: list[Blocklist] = []
@@ -192,28 +194,28 @@ def _address(key: str, role: str, ix: Index) -> _Address:
     return memo
 
 
-def _references(subject: str, policy: Policy) -> tuple[str, ...]:
+def _references(subject: str, policy: Policy, memo: Memo) -> tuple[str, ...]:
     """The opportunity references the configured pattern finds in a raw subject."""
     refs = tuple(
         found.group(1) if found.groups() else found.group(0)
         for found in policy.opportunity_pattern.finditer(subject)
     )
-    if len(policy.subject_memo) >= MEMO_MAX:
-        policy.subject_memo.clear()
-    policy.subject_memo[subject] = refs
+    if len(memo.references) >= MEMO_MAX:
+        memo.references.clear()
+    memo.references[subject] = refs
     return refs
 
 
 def _message_evidence(
-    m: MessageFacts, externals: list[Party], ix: Index, policy: Policy
+    m: MessageFacts, externals: list[Party], ix: Index, policy: Policy, memo: Memo
 ) -> tuple[dict[tuple[str, int], LinkDecision], list[tuple[Party, int | None]], list[str]]:
     """Targets found in the message itself, unknown persons, and notes for the detail."""
     found: dict[tuple[str, int], LinkDecision] = {}
     unknown: list[tuple[Party, int | None]] = []
     notes: list[str] = []
-    refs = policy.subject_memo.get(m.subject)
+    refs = memo.references.get(m.subject)
     if refs is None:
-        refs = _references(m.subject, policy)
+        refs = _references(m.subject, policy, memo)
     for ref in refs:
         opp_id = ix.opp_by_ref.get(ref.upper())
         if opp_id is None:
@@ -288,127 +290,190 @@ def _choose(
     return [LinkDecision("opportunity", pick.id, owner, PICK, why)], ""
 
 
-def match_thread(thread: ThreadFacts, ix: Index, policy: Policy) -> ThreadVerdict:
+def match_thread(
+    thread: ThreadMatchFacts, ix: Index, policy: Policy, memo: Memo | None = None
+) -> ThreadVerdict:
     """Decide the automatic links of every message of `thread` (see the module docstring).
 
     Manual message-level links are sticky rows the caller keeps: they are not returned, but
-    they count for the thread (continuity, "the thread already has an opportunity").
+    they count for the thread (continuity, "the thread already has an opportunity"). `memo`
+    is what earlier threads matched under `policy` learned (a fresh one when None).
     """
-    tid = thread.thread_id
-    thread_tombs = {(k.kind, k.target_id) for k in thread.marks if k.tombstone and not k.message_id}
-    msg_tombs: dict[int, set[tuple[str, int]]] = {}
-    manual_on: dict[int, set[tuple[str, int]]] = {}
-    # The thread's pool: each target with its strongest decision, and the Message-ID of
-    # the message that gave it ("" for manual links), in the order they were first found.
-    pooled: dict[tuple[str, int], LinkDecision] = {}
-    source: dict[tuple[str, int], str] = {}
-    for k in thread.marks:
+    memo = Memo() if memo is None else memo
+    # In the order of the module docstring: gates and evidence per message, pooled for the
+    # thread; the opportunity policy; then each message's share of the pool.
+    work = _read_marks(thread.marks)
+    ordered = _in_date_order(thread.messages)
+    _gather_evidence(work, ordered, ix, policy, memo)
+    eligible = [m for m in ordered if not work.gates[m.id][0]]
+    review, policy_links = _apply_opportunity_policy(work, thread.thread_id, eligible, ix, policy)
+    inherited = _inherited(work)
+    verdicts = tuple(
+        _verdict(work, m, inherited, policy_links, review, policy, memo) for m in ordered
+    )
+    return ThreadVerdict(thread.thread_id, verdicts, review)
+
+
+_Target = tuple[str, int]  # (kind, target id)
+
+
+@dataclass(slots=True)
+class _Work:
+    """What the steps of `match_thread` know of one thread so far."""
+
+    thread_tombs: set[_Target]  # removed from the whole thread; ("any", 0): unlink everything
+    msg_tombs: dict[int, set[_Target]]  # message id → removed from that message
+    manual_on: dict[int, set[_Target]]  # message id → linked by hand on that message
+    # The thread's pool: each target with its strongest decision, and the Message-ID of the
+    # message that gave it ("" for manual links), in the order they were first found.
+    pooled: dict[_Target, LinkDecision] = field(default_factory=dict)
+    source: dict[_Target, str] = field(default_factory=dict)
+    # Per message id: its gate (reason "" when it may be linked); for those that pass it,
+    # the targets of its own evidence, its unknown correspondents and its notes.
+    gates: dict[int, tuple[str, str]] = field(default_factory=dict)
+    own: dict[int, dict[_Target, LinkDecision]] = field(default_factory=dict)
+    unknown: dict[int, list[tuple[Party, int | None]]] = field(default_factory=dict)
+    notes: dict[int, list[str]] = field(default_factory=dict)
+
+
+def _read_marks(marks: tuple[Mark, ...]) -> _Work:
+    """Sort the manual marks into tombstones (thread, message) and manual links; the manual
+    links are the first entries of the thread's pool."""
+    thread_tombs = {(k.kind, k.target_id) for k in marks if k.tombstone and not k.message_id}
+    work = _Work(thread_tombs, {}, {})
+    for k in marks:
         key = (k.kind, k.target_id)
         if k.tombstone and k.message_id is not None:
-            msg_tombs.setdefault(k.message_id, set()).add(key)
+            work.msg_tombs.setdefault(k.message_id, set()).add(key)
         elif not k.tombstone and key not in thread_tombs:
             if k.message_id is not None:
-                manual_on.setdefault(k.message_id, set()).add(key)
+                work.manual_on.setdefault(k.message_id, set()).add(key)
             why = f"linked by hand{f' by {k.by}' if k.by else ''}"
             where = "on the thread" if k.message_id is None else "on a message of the thread"
-            pooled[key] = LinkDecision(k.kind, k.target_id, "manual", MANUAL, f"{why} {where}")
-            source[key] = ""
-    unlink_all_thread = ("any", 0) in thread_tombs
+            work.pooled[key] = LinkDecision(k.kind, k.target_id, "manual", MANUAL, f"{why} {where}")
+            work.source[key] = ""
+    return work
 
-    ordered = (
-        sorted(thread.messages, key=lambda m: (m.sent_at is None, m.sent_at or datetime.min, m.id))
-        if len(thread.messages) > 1
-        else thread.messages
-    )
-    gates: dict[int, tuple[str, str]] = {}
-    own: dict[int, dict[tuple[str, int], LinkDecision]] = {}
-    unknown: dict[int, list[tuple[Party, int | None]]] = {}
-    notes: dict[int, list[str]] = {}
+
+def _in_date_order(messages: tuple[MessageFacts, ...]) -> Sequence[MessageFacts]:
+    """Oldest first, undated last, then by id: the order of the thread's conversation."""
+    if len(messages) <= 1:
+        return messages
+    return sorted(messages, key=lambda m: (m.sent_at is None, m.sent_at or datetime.min, m.id))
+
+
+def _gather_evidence(
+    work: _Work, ordered: Sequence[MessageFacts], ix: Index, policy: Policy, memo: Memo
+) -> None:
+    """Gate each message, find the evidence of those that pass, and pool it (thread union):
+    each target keeps its strongest decision. Tombstones take targets out first."""
+    thread_tombs, msg_tombs, pooled, source = (
+        work.thread_tombs, work.msg_tombs, work.pooled, work.source
+    )  # fmt: skip
+    unlink_all_thread = ("any", 0) in thread_tombs
     for m in ordered:
         tombs = msg_tombs.get(m.id)
         unlink_all = unlink_all_thread or (tombs is not None and ("any", 0) in tombs)
-        reason, detail, externals = _gate(m, policy, unlink_all)
-        gates[m.id] = (reason, detail)
+        reason, detail, externals = _gate(m, policy, memo, unlink_all)
+        work.gates[m.id] = (reason, detail)
         if reason:
             continue
-        found, unknown[m.id], notes[m.id] = _message_evidence(m, externals, ix, policy)
+        found, work.unknown[m.id], work.notes[m.id] = _message_evidence(
+            m, externals, ix, policy, memo
+        )
         if tombs or thread_tombs:
             gone = thread_tombs | (tombs or set())
             found = {k: d for k, d in found.items() if k not in gone}
-        own[m.id] = found
+        work.own[m.id] = found
         for key, d in found.items():
             old = pooled.get(key)
             if old is None or old.confidence < d.confidence:
                 pooled[key] = d
                 source[key] = m.message_id
 
-    eligible = [m for m in ordered if not gates[m.id][0]]
+
+def _apply_opportunity_policy(
+    work: _Work, tid: int, eligible: list[MessageFacts], ix: Index, policy: Policy
+) -> tuple[ReviewRequest | None, dict[int, list[LinkDecision]]]:
+    """The opportunity policy, when neither a manual link nor a subject tag names one.
+
+    Decided at the thread's first eligible message, the choice joins the pool (the other
+    messages inherit it); with `most_recent`, decided at each message's own date, it is
+    returned per message id instead. Also returns the review request, if any.
+    """
     review: ReviewRequest | None = None
     policy_links: dict[int, list[LinkDecision]] = {}
-    if eligible and not any(k[0] == "opportunity" for k in pooled):
-        contacts = {t for kind, t in pooled if kind == "contact"}
-        companies = {t for kind, t in pooled if kind == "company"}
-        banned = {t for kind, t in thread_tombs if kind == "opportunity"}
-        moments = eligible if policy.multiple == "most_recent" else eligible[:1]
-        for m in moments:
-            opps, origin = _candidates(contacts, companies, m.sent_at, ix, policy, banned)
-            decided, note = _choose(opps, origin, policy, m.sent_at)
-            if note:
-                review = ReviewRequest(tid, tuple(o.id for o in opps), note)
-            if policy.multiple == "most_recent":
-                policy_links[m.id] = decided
-            else:  # decided for the thread at its first message: the others inherit it
-                for d in decided:
-                    key = (d.kind, d.target_id)
-                    pooled[key] = own[m.id][key] = d
-                    source[key] = m.message_id
+    pooled = work.pooled
+    if not eligible or any(k[0] == "opportunity" for k in pooled):
+        return review, policy_links
+    contacts = {t for kind, t in pooled if kind == "contact"}
+    companies = {t for kind, t in pooled if kind == "company"}
+    banned = {t for kind, t in work.thread_tombs if kind == "opportunity"}
+    moments = eligible if policy.multiple == "most_recent" else eligible[:1]
+    for m in moments:
+        opps, origin = _candidates(contacts, companies, m.sent_at, ix, policy, banned)
+        decided, note = _choose(opps, origin, policy, m.sent_at)
+        if note:
+            review = ReviewRequest(tid, tuple(o.id for o in opps), note)
+        if policy.multiple == "most_recent":
+            policy_links[m.id] = decided
+        else:  # decided for the thread at its first message: the others inherit it
+            for d in decided:
+                key = (d.kind, d.target_id)
+                pooled[key] = work.own[m.id][key] = d
+                work.source[key] = m.message_id
+    return review, policy_links
 
-    # What a message without evidence of its own gets for each pooled target: the same for
-    # every message of the thread, so made once.
-    inherited: dict[tuple[str, int], LinkDecision] = {}
-    for key, d in pooled.items():
+
+def _inherited(work: _Work) -> dict[_Target, LinkDecision]:
+    """What a message without evidence of its own gets for each pooled target: the same for
+    every message of the thread, so made once."""
+    inherited: dict[_Target, LinkDecision] = {}
+    for key, d in work.pooled.items():
         if d.method == "manual":
             inherited[key] = d
         else:
-            why = f"thread continuity: {source[key]} links it ({d.method}: {d.explanation})"
+            why = f"thread continuity: {work.source[key]} links it ({d.method}: {d.explanation})"
             inherited[key] = LinkDecision(*key, "thread", min(THREAD, d.confidence), why)
+    return inherited
 
-    verdicts = []
-    for m in ordered:
-        reason, detail = gates[m.id]
-        manual = manual_on.get(m.id)
-        if reason:
-            if manual:
-                detail = f"linked by hand; automatic rules skip it ({reason}: {detail})"
-                reason = "linked"
-            verdicts.append(MessageVerdict(m.id, (), reason, detail))
-            continue
-        mine = own[m.id]
-        tombs = msg_tombs.get(m.id)
-        if tombs or manual:
-            gone = tombs or set()
-            skip = gone | (manual or set())
-            links = [mine.get(k) or d for k, d in inherited.items() if k not in skip]
-            links.extend(d for d in policy_links.get(m.id, ()) if (d.kind, d.target_id) not in gone)
-        else:
-            links = [mine.get(k) or d for k, d in inherited.items()]
-            links.extend(policy_links.get(m.id, ()))
-        note = "; ".join(notes[m.id])
-        if review is not None:
-            note = f"{note}; opportunity to review: {review.explanation}".lstrip("; ")
-        if links or manual:
-            verdicts.append(
-                MessageVerdict(m.id, tuple(links), "linked", note, tuple(unknown[m.id]))
-            )
-        else:
-            parties = [p for p in _externals(m, policy)]
-            system = all(_is_robot(p.key) for p in parties)
-            verdicts.append(
-                MessageVerdict(
-                    m.id, (), "system_sender" if system else "unknown", note, tuple(unknown[m.id])
-                )
-            )
-    return ThreadVerdict(tid, tuple(verdicts), review)
+
+def _verdict(
+    work: _Work,
+    m: MessageFacts,
+    inherited: dict[_Target, LinkDecision],
+    policy_links: dict[int, list[LinkDecision]],
+    review: ReviewRequest | None,
+    policy: Policy,
+    memo: Memo,
+) -> MessageVerdict:
+    """One message's verdict: its gate's reason, or the pooled targets (its own decision for
+    those it has evidence of) less its tombstones and manual links, and the policy's."""
+    reason, detail = work.gates[m.id]
+    manual = work.manual_on.get(m.id)
+    if reason:
+        if manual:
+            detail = f"linked by hand; automatic rules skip it ({reason}: {detail})"
+            reason = "linked"
+        return MessageVerdict(m.id, (), reason, detail)
+    mine = work.own[m.id]
+    tombs = work.msg_tombs.get(m.id)
+    if tombs or manual:
+        gone = tombs or set()
+        skip = gone | (manual or set())
+        links = [mine.get(k) or d for k, d in inherited.items() if k not in skip]
+        links.extend(d for d in policy_links.get(m.id, ()) if (d.kind, d.target_id) not in gone)
+    else:
+        links = [mine.get(k) or d for k, d in inherited.items()]
+        links.extend(policy_links.get(m.id, ()))
+    note = "; ".join(work.notes[m.id])
+    if review is not None:
+        note = f"{note}; opportunity to review: {review.explanation}".lstrip("; ")
+    unknown = tuple(work.unknown[m.id])
+    if links or manual:
+        return MessageVerdict(m.id, tuple(links), "linked", note, unknown)
+    system = all(_is_robot(p.key) for p in _externals(m, policy, memo))
+    return MessageVerdict(m.id, (), "system_sender" if system else "unknown", note, unknown)
 
 
 def split_name(display: str) -> tuple[str, str]:
@@ -426,7 +491,7 @@ def split_name(display: str) -> tuple[str, str]:
 
 
 def contacts_to_create(
-    threads: Iterable[ThreadFacts], ix: Index, policy: Policy
+    threads: Iterable[ThreadMatchFacts], ix: Index, policy: Policy, memo: Memo | None = None
 ) -> list[NewContact]:
     """The contacts the auto-creation policy creates for these threads' correspondents.
 
@@ -435,13 +500,14 @@ def contacts_to_create(
     """
     if policy.auto_create == "none":
         return []
+    memo = Memo() if memo is None else memo
     out: dict[str, NewContact] = {}
     for thread in threads:
         unlink_all = any(k.kind == "any" and k.tombstone for k in thread.marks)
         for m in thread.messages:
             if m.direction == "inbound" and policy.auto_create != "sent_and_received":
                 continue
-            reason, _, externals = _gate(m, policy, unlink_all)
+            reason, _, externals = _gate(m, policy, memo, unlink_all)
             if reason:
                 continue
             for p in externals:

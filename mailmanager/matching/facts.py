@@ -2,19 +2,21 @@
 
 Facts about threads, messages and participants; the in-memory `Index` of the CRM that
 `linkindex` builds; the `Policy` from `[matcher]`; and the decisions. All immutable (named
-tuples, cheap to make by the hundred thousand), except the index and the memo tables that
-make repeated look-ups cheap within a run.
+tuples, cheap to make by the hundred thousand), except the index and the `Memo` that make
+repeated look-ups cheap within a run.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from mailmanager.config import identity as identity_mod
 from mailmanager.mail import normalize
 
 
@@ -42,33 +44,44 @@ class Blocklist:
     def blocks(self, key: str) -> bool:
         if key in self.addresses:
             return True
-        domain = key.rpartition("@")[2]
-        return bool(self.domains) and any(d in self.domains for d in suffixes(domain))
-
-
-def suffixes(domain: str) -> Iterable[str]:
-    while domain:
-        yield domain
-        domain = domain.partition(".")[2]
+        return bool(self.domains) and not self.domains.isdisjoint(normalize.address_suffixes(key))
 
 
 @dataclass(frozen=True)
 class Policy:
-    """The matcher configuration, as plain values (see `[matcher]` in config.example.toml)."""
+    """The matcher configuration, as plain values (see `[matcher]` in config.example.toml).
 
-    own_domains: frozenset[str] = frozenset()
-    own_addresses: frozenset[str] = frozenset()
+    Frozen through and through: what a run learns while it matches is kept in a `Memo`.
+    """
+
+    identity: identity_mod.Identity = field(default_factory=identity_mod.Identity)  # "us"
     opportunity_pattern: re.Pattern[str] = re.compile(r"\b(OPP-\d+)\b", re.IGNORECASE)
     multiple: str = "only_if_one"
     retro_window: timedelta = timedelta(days=365)
     blocklist: Blocklist = Blocklist()
-    user_blocklists: Mapping[str, Blocklist] = field(default_factory=dict)
-    auto_create: str = "none"
-    own_memo: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
-    # raw subject → the references the pattern finds in it (a thread repeats its subject)
-    subject_memo: dict[str, tuple[str, ...]] = field(
-        default_factory=dict, compare=False, repr=False
+    user_blocklists: Mapping[str, Blocklist] = field(
+        default_factory=lambda: types.MappingProxyType({}), hash=False
     )
+    auto_create: str = "none"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.user_blocklists, types.MappingProxyType):
+            blocklists = types.MappingProxyType(dict(self.user_blocklists))
+            object.__setattr__(self, "user_blocklists", blocklists)
+
+
+@dataclass
+class Memo:
+    """What matching under one `Policy` has already worked out, for the next thread to reuse.
+
+    The caller keeps one per run and policy (`linking` keeps it for a `match_threads` call):
+    a run asks about the same few thousand addresses and subjects again and again. Each table
+    is emptied when it reaches `matcher.MEMO_MAX` entries.
+    """
+
+    own: dict[str, bool] = field(default_factory=dict)  # match key → ours (`Identity.is_ours`)
+    # raw subject → the references the pattern finds in it (a thread repeats its subject)
+    references: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class Party(NamedTuple):
@@ -102,7 +115,12 @@ class Mark(NamedTuple):
     by: str = ""
 
 
-class ThreadFacts(NamedTuple):
+class ThreadMatchFacts(NamedTuple):
+    """What the matcher reads of one thread: its messages and the manual marks on it.
+
+    (The reminder rules read other things of a thread: `reminders.rules.ThreadReminderFacts`.)
+    """
+
     thread_id: int
     messages: tuple[MessageFacts, ...]
     marks: tuple[Mark, ...] = ()
@@ -162,7 +180,7 @@ def domain_facts(domain: str) -> tuple[bool, str, tuple[str, ...]]:
     """(free-mail?, registrable domain, the domain and its parents down to that one)."""
     registrable = normalize.registrable_domain(domain)
     chain = []
-    for candidate in suffixes(domain):
+    for candidate in normalize.domain_suffixes(domain):
         chain.append(candidate)
         if candidate == registrable:
             break

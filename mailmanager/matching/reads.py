@@ -173,7 +173,7 @@ def _party(role: str, email: str, name: str, strip_plus: bool) -> matcher.Party 
 
 def load_threads(
     s: Session, thread_ids: Sequence[int], strip_plus: bool, with_owners: bool
-) -> list[matcher.ThreadFacts]:
+) -> list[matcher.ThreadMatchFacts]:
     """The facts of these threads: every message, its participants, the manual marks."""
     when = _driver_utc(s)
     msgs: dict[int, tuple[Any, ...]] = {}
@@ -242,7 +242,7 @@ def load_threads(
             )
         )
     return [
-        matcher.ThreadFacts(tid, tuple(ms), tuple(marks.get(tid, ())))
+        matcher.ThreadMatchFacts(tid, tuple(ms), tuple(marks.get(tid, ())))
         for tid, ms in sorted(by_thread.items())
     ]
 
@@ -313,7 +313,7 @@ def load_all(s: Session) -> matcher.Index:
 
 
 def load_for(
-    s: Session, facts: Sequence[matcher.ThreadFacts], policy: matcher.Policy
+    s: Session, facts: Sequence[matcher.ThreadMatchFacts], policy: matcher.Policy
 ) -> matcher.Index:
     """The part of the CRM these threads can reach: their addresses, domains, references."""
     ix = matcher.Index()

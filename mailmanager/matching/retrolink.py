@@ -8,7 +8,7 @@ companies' domains and subdomains, or their opportunity references in a subject.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -103,7 +103,9 @@ def threads_touching(
             key = linkindex.key_of(email, strip_plus)
             if key is None or tid is None:
                 continue
-            if key in keys or (domains and any(d in domains for d in _suffixes(key))):
+            if key in keys or (
+                domains and not domains.isdisjoint(normalize.address_suffixes(key))
+            ):
                 tids.add(tid)
     else:
         for part in store.chunks(sorted(keys)):
@@ -126,10 +128,3 @@ def threads_touching(
             if t is not None
         )
     return tids
-
-
-def _suffixes(key: str) -> Iterable[str]:
-    domain = key.rpartition("@")[2]
-    while domain:
-        yield domain
-        domain = domain.partition(".")[2]

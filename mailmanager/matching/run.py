@@ -25,7 +25,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -33,9 +33,9 @@ from sqlalchemy.orm import Session
 
 from mailmanager import config as config_mod
 from mailmanager import events
+from mailmanager.config import identity
 from mailmanager.db import models, store
 from mailmanager.db.models import MatchState, Message
-from mailmanager.mail import normalize
 from mailmanager.matching import cascade as matcher
 from mailmanager.matching import crmcache, retrolink, suggestions
 from mailmanager.matching import reads as linkindex
@@ -50,27 +50,15 @@ MATCHER = "matcher"
 CHUNK = 1000  # threads per chunk
 
 
-_LAST_POLICY: list[tuple[config_mod.Config, matcher.Policy]] = []
-
-
 def policy_for(cfg: config_mod.Config) -> matcher.Policy:
-    """The matcher's policy from the configuration: made once per configuration object, so
-    its memo of which addresses are ours lasts from one sync batch to the next."""
-    if _LAST_POLICY and _LAST_POLICY[0][0] is cfg:
-        return _LAST_POLICY[0][1]
-    policy = _make_policy(cfg)
-    _LAST_POLICY[:] = [(cfg, policy)]
-    return policy
+    """The matcher's policy from the configuration, made once per configuration object."""
+    return cfg.derived(_make_policy)
 
 
 def _make_policy(cfg: config_mod.Config) -> matcher.Policy:
     mc = cfg.matcher
-    strip = mc.strip_plus_addressing
-    own = {u.email for u in cfg.users} | {a for u in cfg.users for a in u.aliases}
-    own |= {a for mb in cfg.mailboxes for a in mb.aliases}
     return matcher.Policy(
-        own_domains=frozenset(cfg.organization.domains),
-        own_addresses=frozenset((normalize.match_key(a, strip) or a) for a in own) | own,
+        identity=identity.of(cfg),
         opportunity_pattern=re.compile(mc.opportunity_pattern, re.IGNORECASE),
         multiple=mc.multiple_opportunities,
         retro_window=timedelta(days=mc.retro_window_days),
@@ -91,6 +79,8 @@ class _Run:
     collect: bool
     report: MatchReport
     index: matcher.Index | None = None  # the whole CRM, when loaded once
+    # this run's: which addresses are ours, which references each subject holds
+    memo: matcher.Memo = field(default_factory=matcher.Memo)
     placeholder: int = 0  # dry-run ids of contacts that would be created
 
 
@@ -218,7 +208,7 @@ def _match_chunk(run: _Run, chunk: Sequence[int]) -> None:
     )
     index = run.index or linkindex.load_for(s, facts, policy)
     _auto_create(run, facts, index)
-    verdicts = [matcher.match_thread(t, index, policy) for t in facts]
+    verdicts = [matcher.match_thread(t, index, policy, run.memo) for t in facts]
     sent_at = {m.id: m.sent_at for t in facts for m in t.messages}
     thread_of = {m.id: t.thread_id for t in facts for m in t.messages}
     run.report.threads += len(facts)
@@ -233,8 +223,8 @@ def _match_chunk(run: _Run, chunk: Sequence[int]) -> None:
             run.report.suggestions += suggestions.write_suggestions(s, verdicts, facts, index)
 
 
-def _auto_create(run: _Run, facts: list[matcher.ThreadFacts], index: matcher.Index) -> None:
-    new = matcher.contacts_to_create(facts, index, run.policy)
+def _auto_create(run: _Run, facts: list[matcher.ThreadMatchFacts], index: matcher.Index) -> None:
+    new = matcher.contacts_to_create(facts, index, run.policy, run.memo)
     if not new:
         return
     if run.dry_run:

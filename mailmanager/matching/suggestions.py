@@ -75,7 +75,7 @@ _REFRESH = ("name", "company_id", "messages", "sent", "first_seen", "last_seen",
 def write_suggestions(
     s: Session,
     verdicts: Sequence[matcher.ThreadVerdict],
-    facts: Sequence[matcher.ThreadFacts],
+    facts: Sequence[matcher.ThreadMatchFacts],
     ix: matcher.Index,
 ) -> int:
     """Refresh the suggested contacts these threads' unknown correspondents give; count them.

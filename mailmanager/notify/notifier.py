@@ -31,13 +31,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config as config_mod
-from mailmanager.db import store
+from mailmanager.db import configrows, store
 from mailmanager.db.models import Notification, User
 from mailmanager.errors import MailmanagerError
 from mailmanager.notify import digest, outbox
 from mailmanager.reminders import businesstime
 from mailmanager.reminders import evaluation as reminders
-from mailmanager.sync import engine as sync
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +126,7 @@ def _user_ids(cfg: config_mod.Config, factory: sessionmaker[Session]) -> dict[st
     with store.session_scope(factory) as s:
         ids = dict(s.execute(sa.select(User.email, User.id)).all())
         if any(u.email not in ids for u in cfg.users):
-            sync.ensure_config_rows(s, cfg)
+            configrows.ensure_config_rows(s, cfg)
             s.flush()
             ids = dict(s.execute(sa.select(User.email, User.id)).all())
     return ids

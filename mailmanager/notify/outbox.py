@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -44,14 +43,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config as config_mod
-from mailmanager.db import models, store
+from mailmanager.db import leases, models, store
 from mailmanager.db.models import OutboxEmail
 from mailmanager.errors import MailmanagerError
 from mailmanager.notify import smtp
 
 log = logging.getLogger(__name__)
 
-HOST = socket.gethostname()
 DELIVERY_MARGIN = timedelta(minutes=2)
 PAUSE_ENV = "MAILMANAGER_TEST_PAUSE_AT"
 
@@ -118,23 +116,6 @@ def enqueue(
 def backoff(cfg: config_mod.NotificationsConfig, attempts: int) -> timedelta:
     """The wait after the `attempts`-th failed attempt: base × 2^(n-1), capped."""
     return timedelta(seconds=min(cfg.retry_max, cfg.retry_base * 2 ** max(0, attempts - 1)))
-
-
-def _owner_is_dead(owner: str | None) -> bool:
-    # A worker killed with -9 must not block its row until the lease expires.
-    if not owner:
-        return False
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != HOST or not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def _pg(session: Session) -> bool:
@@ -211,7 +192,7 @@ def recover(
         stmt = stmt.with_for_update(skip_locked=True)
     for row in session.scalars(stmt).all():
         expired = row.lease_until is None or row.lease_until < now
-        if not expired and not _owner_is_dead(row.lease_owner):
+        if not expired and not leases.owner_is_dead(row.lease_owner):
             continue
         owner = t.c.lease_owner
         same = owner.is_(None) if row.lease_owner is None else owner == row.lease_owner
@@ -298,7 +279,7 @@ def flush(
     """Send what is due: recover interrupted rows, then claim, send and mark one at a time.
 
     Stops early when the server cannot be reached (the rows keep their schedule). SMTP
-    problems are recorded on the rows and in the report, not raised; `ConfigErrors` is
+    problems are recorded on the rows and in the report, not raised; `ConfigFileError` is
     raised (before any row is touched) when an SMTP secret cannot be read.
     """
     ncfg = cfg.notifications
@@ -306,7 +287,7 @@ def flush(
     report = FlushReport()
     with store.session_scope(factory) as s:
         recover(s, ncfg, clock(), report)
-    owner = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    owner = f"{leases.HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     lease = timedelta(seconds=cfg.smtp.timeout * 4 + 60)
     sender = cfg.smtp.from_ or default_sender(cfg)
     with smtp.Connection(cfg.smtp) as conn:

@@ -2,14 +2,15 @@
 
 Pure rules first, then the database:
 - `businesstime`: working days and hours, time zones, public holidays;
-- `text`: what a message's text says (questions, "no reply needed"), French and English;
-- `rules`: the reminder rules of one thread; `plan`: the lifecycle, as pure functions;
+- `rules`: the reminder rules of one thread; `plan`: the lifecycle, as pure functions
+  (what a message's text says, French and English, is read at sync time by
+  `mailmanager.mail.replies`);
 - `facts`: what the rules read from the database; `targets`: reminders about records
   (dormant opportunities, clients at risk); `passes`: evaluation passes and their writes;
 - `evaluation`: the entry points (a full pass, the sync hook, what the notifier reads);
 - `actions`: what a user does with a reminder (snooze, dismiss, done, "expects a reply").
 
-A new rule: its pure decision in `rules` (or `targets` for a record), its kind in
-`rules.KINDS`, its settings in `mailmanager.config`, its wording in `mailmanager.notify`'s
-templates.
+A new rule: its kind in `mailmanager.config.reminder_kinds`, its pure decision in `rules`
+(or `targets` for a record), its settings in `mailmanager.config`, its wording in
+`mailmanager.notify`'s templates.
 """

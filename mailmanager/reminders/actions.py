@@ -4,7 +4,6 @@ caller's transaction."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mailmanager import config as config_mod
-from mailmanager.db import models
+from mailmanager.db import audit, models
 from mailmanager.db.models import Reminder
 from mailmanager.errors import MailmanagerError
 from mailmanager.reminders import businesstime as bt
@@ -112,14 +111,6 @@ def _get(session: Session, reminder_id: int) -> Reminder:
     return r
 
 
-def _audit(session: Session, actor: str, action: str, target: str, detail: object) -> None:
-    session.add(
-        models.AuditLog(
-            actor=actor, action=action, target=target, detail=json.dumps(detail, default=str)
-        )
-    )
-
-
 def snooze(
     session: Session,
     cfg: config_mod.Config,
@@ -141,7 +132,7 @@ def snooze(
     r.status, r.snoozed_until, r.due_at, r.updated_at = "snoozed", until, until, models.utcnow()
     session.flush()
     reminder_pass.schedule(session, [(r.thread_id, r.target)], until)
-    _audit(session, actor, "reminder_snooze", f"reminder:{r.id}", {"until": until})
+    audit.record(session, actor, "reminder_snooze", f"reminder:{r.id}", {"until": until})
     return until
 
 
@@ -152,7 +143,7 @@ def close(session: Session, reminder_id: int, status: str, actor: str = "cli") -
         raise ValueError(status)
     r = _get(session, reminder_id)
     r.status, r.updated_at = status, models.utcnow()
-    _audit(session, actor, f"reminder_{status}", f"reminder:{r.id}", {"kind": r.kind})
+    audit.record(session, actor, f"reminder_{status}", f"reminder:{r.id}", {"kind": r.kind})
 
 
 def set_expect(
@@ -173,7 +164,7 @@ def set_expect(
         raise ReminderActionError(f"no thread #{thread_id}")
     thread.expect_reply = None if value == "auto" else value
     session.flush()
-    _audit(session, actor, "reminder_expect", f"thread:{thread_id}", {"expect": value})
+    audit.record(session, actor, "reminder_expect", f"thread:{thread_id}", {"expect": value})
     return reminders.evaluate(session, cfg, now, thread_ids=[thread_id])
 
 

@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 
 from mailmanager import config as config_mod
 from mailmanager import events
+from mailmanager.config import reminder_kinds
 from mailmanager.db import models, store
 from mailmanager.db.models import Reminder
 from mailmanager.reminders import businesstime as bt
@@ -48,7 +49,7 @@ from mailmanager.reminders import targets as reminder_targets
 
 log = logging.getLogger(__name__)
 
-KINDS = ("awaiting_reply", "needs_response", "dormant_opportunity", "at_risk_client", "bounced")
+KINDS = reminder_kinds.ALL  # what `DigestItem.kind` may be
 
 
 @dataclass(frozen=True)
@@ -210,8 +211,8 @@ def _still_due(
 
 def _synced(session: Session, r: Reminder) -> bool:
     """Every enabled mailbox of the user concerned, and every one holding the message the
-    reminder is about, has been synced past the due time: a reply not yet synced must
-    not be nagged about (protocols.md §8)."""
+    reminder is about, has been synced past the due time: a reminder must not nag about a
+    thread whose reply has arrived but is not synced yet."""
     M, L, F = models.Mailbox, models.MessageLocation, models.Folder
     user = r.escalated_from_id or r.user_id
     where = [M.owner_id == user]

@@ -4,7 +4,9 @@ threads (never one query per thread), and the configuration seen as rule setting
 A thread's facts are its messages (dates, directions, noise flags, recipients), what the CRM
 knows of its external addresses (contact, company), whether it concerns a contact or an open
 opportunity (Link rows first; the contact's address when the matcher has not linked it),
-its stored reminders, and the body text of the few messages the rules read.
+its stored reminders, and what was read in the bodies of the few messages the rules read
+(kept on each message at ingest; for messages stored before that, read again from their
+raw bytes: `_texts`).
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mailmanager import config as config_mod
+from mailmanager.config import identity
 from mailmanager.crm import records as crm
 from mailmanager.db import models, store
 from mailmanager.db.models import Link, Message, Participant, Reminder
-from mailmanager.mail import normalize, parsing
+from mailmanager.mail import normalize, parsing, replies
 from mailmanager.reminders import businesstime as bt
 from mailmanager.reminders import plan as reminder_plan
 from mailmanager.reminders import rules
-from mailmanager.reminders import text as reminder_text
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +58,7 @@ def setting(session: Session, cfg: config_mod.Config) -> Setting:
         )
     ).all()
     ids = {email: uid for uid, email, *_ in rows}
-    aliases: dict[str, list[str]] = {}
-    for mb in cfg.mailboxes:
-        aliases.setdefault(mb.owner, []).extend(mb.aliases)
+    ours = identity.of(cfg)
     by_address: dict[str, rules.UserRules] = {}
     by_id: dict[int, rules.UserRules] = {}
     for uid, email, tz, country, subdivision, manager_id in rows:
@@ -90,11 +90,11 @@ def setting(session: Session, cfg: config_mod.Config) -> Setting:
             manager_id=ids.get(u.manager) if u and u.manager else manager_id,
         )
         by_id[uid] = user
-        for address in (email, *(u.aliases if u else ()), *aliases.get(email, ())):
+        for address in (email, *ours.user_addresses(email)):
             by_address.setdefault(address, user)
     org = rules.OrgRules(
         rules=frozenset(r.rules) if r.enabled else frozenset(),
-        org_domains=frozenset(cfg.organization.domains),
+        identity=ours,
         require=r.require,
         reply_from_company=r.reply_from_company,
         expect_reply=r.expect_reply,
@@ -112,11 +112,15 @@ def _pick(u: config_mod.UserConfig | None, name: str, default: int) -> int:
     return default if value is None else int(value)
 
 
+# A row of `_message_rows`: its values are read by column name (`row.sent_at`).
+_Row = sa.Row[*tuple[Any, ...]]
+
+
 @dataclass(frozen=True)
 class ThreadInfo:
     """One thread's facts plus what a new reminder row records about it."""
 
-    facts: rules.ThreadFacts
+    facts: rules.ThreadReminderFacts
     texts: Mapping[int, rules.TextFacts]
     rows: Sequence[reminder_plan.Row]
     contact_of: Mapping[str, int]  # address → contact id
@@ -139,122 +143,183 @@ def real_message() -> sa.ColumnElement[bool]:
 def load_threads(
     session: Session, cfg: config_mod.Config, st: Setting, thread_ids: Sequence[int]
 ) -> dict[int, ThreadInfo]:
-    """Facts of the given threads (those that still exist), in about ten queries."""
-    found = dict(
+    """Facts of the given threads (those that still exist), in about ten queries: the
+    threads, their messages and recipients, what the CRM knows (`_crm`), the text facts of
+    the few messages the rules read (`_texts`), and the stored reminders."""
+    overrides = _expect_overrides(session, thread_ids)
+    if not overrides:
+        return {}
+    ids = list(overrides)
+    msgs = _message_rows(session, ids)
+    recipients = _recipients(session, [m.id for m in msgs])
+    external = _external(msgs, recipients, st)
+    crm = _crm(session, cfg, ids, msgs, external)
+    messages_of = _message_facts(ids, msgs, recipients, external)
+    facts = {
+        tid: _thread_facts(tid, messages_of[tid], overrides[tid], external, crm) for tid in ids
+    }
+    needed = {tid: rules.texts_needed(f, st.by_address, st.org) for tid, f in facts.items()}
+    texts = _texts(session, [m for m in msgs if m.id in needed[m.thread_id]])
+    rows = _thread_rows(session, ids)
+    return {
+        tid: _thread_info(
+            f, {mid: texts[mid] for mid in needed[tid] if mid in texts}, rows.get(tid, []), crm
+        )
+        for tid, f in facts.items()
+    }
+
+
+def _expect_overrides(session: Session, thread_ids: Sequence[int]) -> dict[int, str | None]:
+    """Thread id → its "expects a reply" override, for the threads that exist."""
+    return dict(
         session.execute(
             sa.select(models.Thread.id, models.Thread.expect_reply).where(
                 models.Thread.id.in_(thread_ids)
             )
         ).all()
     )
-    if not found:
-        return {}
-    ids = list(found)
-    msgs = session.execute(
-        sa.select(
-            Message.id,
-            Message.thread_id,
-            Message.sent_at,
-            Message.direction,
-            Message.from_email,
-            Message.from_name,
-            Message.is_auto_reply | Message.is_bulk | Message.is_bounce,
-            Message.is_out_of_office,
-            Message.is_bounce,
-            Message.is_calendar,
-            Message.bounce,
-            Message.sha256,
-        ).where(Message.thread_id.in_(ids))
-    ).all()
-    mids = [m[0] for m in msgs]
-    recipients: dict[int, dict[str, list[str]]] = {}
+
+
+def _message_rows(session: Session, ids: Sequence[int]) -> list[_Row]:
+    """The threads' messages: what the rules read of each, and their stored text facts."""
+    return list(
+        session.execute(
+            sa.select(
+                Message.id,
+                Message.thread_id,
+                Message.sent_at,
+                Message.direction,
+                Message.from_email,
+                Message.from_name,
+                (Message.is_auto_reply | Message.is_bulk | Message.is_bounce).label("noise"),
+                Message.is_out_of_office,
+                Message.is_bounce,
+                Message.bounce,
+                Message.sha256,
+                Message.expects_reply,
+                Message.expects_reply_reason,
+                Message.return_date,
+            ).where(Message.thread_id.in_(ids))
+        ).all()
+    )
+
+
+def _recipients(session: Session, mids: Sequence[int]) -> dict[int, dict[str, list[str]]]:
+    """Message id → role ("to", "cc") → addresses."""
+    found: dict[int, dict[str, list[str]]] = {}
     for chunk in store.chunks(mids):
         for mid, role, email in session.execute(
             sa.select(Participant.message_id, Participant.role, Participant.email).where(
                 Participant.message_id.in_(chunk), Participant.role.in_(("to", "cc"))
             )
         ):
-            recipients.setdefault(mid, {}).setdefault(role, []).append(email)
-    thread_of: dict[int, int] = {m[0]: m[1] for m in msgs if m[1] is not None}
-    links = _links(session, ids, mids, thread_of)
-    addresses = {m[4] for m in msgs} | {
+            found.setdefault(mid, {}).setdefault(role, []).append(email)
+    return found
+
+
+def _external(
+    msgs: Sequence[_Row], recipients: Mapping[int, Mapping[str, Sequence[str]]], st: Setting
+) -> set[str]:
+    """The senders and recipients who are outside the organization."""
+    addresses = {m.from_email for m in msgs} | {
         a for r in recipients.values() for v in r.values() for a in v
     }
-    external = {a for a in addresses if rules.is_external(a, st.by_address, st.org)}
-    contact_of, company_of, contacts = _identities(session, cfg, external, links)
-    opportunities = _open_opportunities(session, links, contacts)
+    return {a for a in addresses if rules.is_external(a, st.by_address, st.org)}
 
-    facts_of: dict[int, list[rules.MessageFact]] = {tid: [] for tid in ids}
-    meta: dict[int, tuple[bool, str]] = {}
-    for mid, _tid, sent, direction, frm, name, noise, oof, is_bounce, cal, bounce, sha in msgs:
-        info = json.loads(bounce) if bounce else {}
-        rcpt = recipients.get(mid, {})
-        robot = frm in external and normalize.is_system_sender(frm)
-        facts_of[thread_of[mid]].append(
+
+def _message_facts(
+    ids: Sequence[int],
+    msgs: Sequence[_Row],
+    recipients: Mapping[int, Mapping[str, Sequence[str]]],
+    external: set[str],
+) -> dict[int, list[rules.MessageFact]]:
+    """Thread id → its messages as the rules see them, in no particular order. A system
+    sender outside (noreply@, mailer-daemon@...) counts as noise."""
+    found: dict[int, list[rules.MessageFact]] = {tid: [] for tid in ids}
+    for m in msgs:
+        info = json.loads(m.bounce) if m.bounce else {}
+        rcpt = recipients.get(m.id, {})
+        robot = m.from_email in external and normalize.is_system_sender(m.from_email)
+        found[m.thread_id].append(
             rules.MessageFact(
-                id=mid,
-                sent_at=sent,
-                direction=direction,
-                from_email=frm,
-                from_name=name,
+                id=m.id,
+                sent_at=m.sent_at,
+                direction=m.direction,
+                from_email=m.from_email,
+                from_name=m.from_name,
                 to=tuple(rcpt.get("to", ())),
                 cc=tuple(rcpt.get("cc", ())),
-                noise=bool(noise) or oof or robot,
-                is_oof=oof,
-                is_bounce=is_bounce,
+                noise=bool(m.noise) or m.is_out_of_office or robot,
+                is_oof=m.is_out_of_office,
+                is_bounce=m.is_bounce,
                 bounce_recipients=tuple(info.get("recipients", ())),
                 bounce_permanent=bool(info.get("permanent", False)),
             )
         )
-        meta[mid] = (cal, sha)
-    out: dict[int, ThreadInfo] = {}
-    needed: dict[int, int] = {}
-    for tid in ids:
-        ordered = sorted(facts_of[tid], key=lambda m: (m.sent_at is not None, m.sent_at, m.id))
-        people = {a for m in ordered for a in (m.from_email, *m.to, *m.cc) if a in external}
-        tl = links.get(tid, {})
-        facts = rules.ThreadFacts(
-            thread_id=tid,
-            messages=tuple(ordered),
-            expect_override=found[tid],
-            identities={
-                a: rules.Identity(contact_of.get(a), _company_key(a, contact_of, company_of))
+    return found
+
+
+def _thread_facts(
+    tid: int,
+    messages: Sequence[rules.MessageFact],
+    override: str | None,
+    external: set[str],
+    crm: _Crm,
+) -> rules.ThreadReminderFacts:
+    """One thread as the rules see it: its messages in order, and what the CRM knows of
+    the people outside in it."""
+    ordered = sorted(messages, key=lambda m: (m.sent_at is not None, m.sent_at, m.id))
+    people = {a for m in ordered for a in (m.from_email, *m.to, *m.cc) if a in external}
+    tl = crm.links.get(tid, {})
+    return rules.ThreadReminderFacts(
+        thread_id=tid,
+        messages=tuple(ordered),
+        expect_override=override,
+        identities={
+            a: rules.Identity(
+                crm.contact_of.get(a), _company_key(a, crm.contact_of, crm.company_of)
+            )
+            for a in people
+        },
+        has_contact_link=bool(tl.get("contact")),
+        has_open_opportunity=bool(
+            set(tl.get("opportunity", ())) & set(crm.opportunities)
+            or any(
+                o in crm.opportunities
                 for a in people
-            },
-            has_contact_link=bool(tl.get("contact")),
-            has_open_opportunity=bool(
-                set(tl.get("opportunity", ())) & set(opportunities)
-                or any(
-                    o in opportunities
-                    for a in people
-                    for o in contacts.get(contact_of.get(a, -1), _NO_CONTACT).opportunities
-                )
-            ),
-        )
-        out[tid] = ThreadInfo(facts, {}, [], contact_of, company_of, None)
-        needed.update(dict.fromkeys(rules.texts_needed(facts, st.by_address, st.org), tid))
-    texts = _texts(session, {mid: meta[mid] for mid in needed}, {m[0]: m for m in msgs})
-    rows = _thread_rows(session, ids)
-    for tid, info in list(out.items()):
-        tl = links.get(tid, {})
-        linked = [o for o in tl.get("opportunity", ()) if o in opportunities]
-        targets = {("opportunity", o) for o in tl.get("opportunity", ())}
-        for ident in info.facts.identities.values():
-            c = contacts.get(ident.contact_id or -1)
-            if c is not None and c.status == "client":
-                targets.add(("company", c.company_id) if c.company_id else ("contact", c.id))
-            if not linked and c is not None:
-                linked = [o for o in c.opportunities if o in opportunities]
-        out[tid] = ThreadInfo(
-            info.facts,
-            {mid: texts[mid] for mid, t in needed.items() if t == tid and mid in texts},
-            rows.get(tid, []),
-            contact_of,
-            company_of,
-            max(linked) if linked else None,
-            frozenset(targets),
-        )
-    return out
+                for o in crm.contacts.get(crm.contact_of.get(a, -1), _NO_CONTACT).opportunities
+            )
+        ),
+    )
+
+
+def _thread_info(
+    facts: rules.ThreadReminderFacts,
+    texts: Mapping[int, rules.TextFacts],
+    rows: Sequence[reminder_plan.Row],
+    crm: _Crm,
+) -> ThreadInfo:
+    """The thread's facts with what a new reminder row records: the opportunity it is about
+    (a linked open one, else one of a contact's), and the records it concerns (linked
+    opportunities; the companies, or contacts, of client contacts)."""
+    tl = crm.links.get(facts.thread_id, {})
+    linked = [o for o in tl.get("opportunity", ()) if o in crm.opportunities]
+    targets = {("opportunity", o) for o in tl.get("opportunity", ())}
+    for ident in facts.identities.values():
+        c = crm.contacts.get(ident.contact_id or -1)
+        if c is not None and c.status == "client":
+            targets.add(("company", c.company_id) if c.company_id else ("contact", c.id))
+        if not linked and c is not None:
+            linked = [o for o in c.opportunities if o in crm.opportunities]
+    return ThreadInfo(
+        facts,
+        texts,
+        rows,
+        crm.contact_of,
+        crm.company_of,
+        max(linked) if linked else None,
+        frozenset(targets),
+    )
 
 
 @dataclass(frozen=True)
@@ -266,6 +331,33 @@ class _Contact:
 
 
 _NO_CONTACT = _Contact(-1, None, "")
+
+
+@dataclass(frozen=True)
+class _Crm:
+    """What the CRM knows of a chunk of threads."""
+
+    links: Mapping[int, Mapping[str, Sequence[int]]]  # thread id → target kind → target ids
+    contact_of: Mapping[str, int]  # address → contact id
+    company_of: Mapping[str, int]  # address → company id
+    contacts: Mapping[int, _Contact]  # the contacts of those addresses, and linked ones
+    opportunities: set[int]  # the open ones among theirs and the linked ones
+
+
+def _crm(
+    session: Session,
+    cfg: config_mod.Config,
+    ids: Sequence[int],
+    msgs: Sequence[_Row],
+    external: set[str],
+) -> _Crm:
+    """Links, contacts, companies and open opportunities of these threads and addresses."""
+    thread_of = {m.id: m.thread_id for m in msgs if m.thread_id is not None}
+    links = _links(session, ids, [m.id for m in msgs], thread_of)
+    contact_of, company_of, contacts = _identities(session, cfg, external, links)
+    return _Crm(
+        links, contact_of, company_of, contacts, _open_opportunities(session, links, contacts)
+    )
 
 
 def _links(
@@ -388,11 +480,29 @@ def _open_opportunities(
     return found
 
 
-def _texts(
-    session: Session, wanted: Mapping[int, tuple[bool, str]], msgs: Mapping[int, Any]
-) -> dict[int, rules.TextFacts]:
-    """Read the bodies of the wanted messages (message id → (is calendar, sha256))."""
-    shas = sorted({sha for _, sha in wanted.values()})
+def _texts(session: Session, wanted: Sequence[_Row]) -> dict[int, rules.TextFacts]:
+    """What the rules read in the bodies of the wanted messages: the facts ingest stored
+    with each (`parsing.ParsedMessage.text_facts`). Messages stored before it did (schema
+    0011) have none; for those, and only those, the bodies are read again from their raw
+    bytes (`_texts_from_raw`)."""
+    out: dict[int, rules.TextFacts] = {}
+    unread: list[_Row] = []
+    for m in wanted:
+        if m.expects_reply_reason is None:
+            unread.append(m)
+            continue
+        expectation = replies.Expectation(bool(m.expects_reply), m.expects_reply_reason)
+        out[m.id] = rules.TextFacts(expectation, m.return_date)
+    if unread:
+        out.update(_texts_from_raw(session, unread))
+    return out
+
+
+def _texts_from_raw(session: Session, messages: Sequence[_Row]) -> dict[int, rules.TextFacts]:
+    """The text facts of these messages read from their stored raw bytes (`_texts`'s
+    fallback); none for a message whose bytes were not kept: the rules then assume a reply
+    is expected."""
+    shas = sorted({m.sha256 for m in messages})
     raw: dict[str, bytes] = {}
     for chunk in store.chunks(shas, 100):
         raw.update(
@@ -402,17 +512,11 @@ def _texts(
                 )
             ).all()
         )
-    out: dict[int, rules.TextFacts] = {}
-    for mid, (is_calendar, sha) in wanted.items():
-        data = raw.get(sha)
-        if data is None:
-            continue  # raw bytes not kept: the rules then assume a reply is expected
-        body = parsing.body_text(data)
-        m = msgs[mid]
-        calendar_reply = is_calendar and reminder_text.is_calendar_reply(data)
-        back = reminder_text.return_date(body, m[2]) if m[7] and m[2] is not None else None
-        out[mid] = rules.TextFacts(reminder_text.expectation(body, calendar_reply), back)
-    return out
+    return {
+        m.id: parsing.text_facts(raw[m.sha256], m.is_out_of_office, m.sent_at)
+        for m in messages
+        if m.sha256 in raw
+    }
 
 
 def _thread_rows(session: Session, ids: Sequence[int]) -> dict[int, list[reminder_plan.Row]]:

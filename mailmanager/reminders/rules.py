@@ -5,7 +5,7 @@ the cycle is the id of the message the reminder is about, so a new follow-up is 
 - awaiting_reply: our last real message to someone outside got no reply (a real message
   from one of the people we wrote to, another address of the same contact, or with
   `reply_from_company` someone of the same company) within N business days, and it expects
-  one (see `reminder_text.expectation`, or the thread's `always`/`never` override). An
+  one (see `replies.expectation`, or the thread's `always`/`never` override). An
   out-of-office notice moves the due time; a permanent bounce of a recipient gives a
   `bounced` item instead.
 - needs_response: the last real message from outside, addressed (To) to a user, has had no
@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 
+from mailmanager.config import identity as identity_mod
+from mailmanager.mail import replies
 from mailmanager.reminders import businesstime as bt
-from mailmanager.reminders import text as reminder_text
 
-THREAD_KINDS = ("awaiting_reply", "needs_response", "bounced")
 ESCALATION = "escalation:"
 
 
@@ -48,7 +48,7 @@ class UserRules:
 @dataclass(frozen=True)
 class OrgRules:
     rules: frozenset[str]
-    org_domains: frozenset[str] = frozenset()
+    identity: identity_mod.Identity = field(default_factory=identity_mod.Identity)
     require: str = "none"  # none, contact, open_opportunity
     reply_from_company: bool = True
     expect_reply: bool = True
@@ -85,16 +85,17 @@ class Identity:
     name: str = ""
 
 
-@dataclass(frozen=True)
-class TextFacts:
-    """What was read in a message's body."""
-
-    expectation: reminder_text.Expectation | None = None
-    return_date: date | None = None
+TextFacts = replies.TextFacts  # what was read in a message's body
 
 
 @dataclass(frozen=True)
-class ThreadFacts:
+class ThreadReminderFacts:
+    """What the reminder rules read of one thread: its messages, the "expects a reply"
+    override, what the CRM knows of its external addresses and links.
+
+    (The matcher reads other things of a thread: `matching.facts.ThreadMatchFacts`.)
+    """
+
     thread_id: int
     messages: tuple[MessageFact, ...]  # in (sent_at, id) order
     expect_override: str | None = None  # always, never
@@ -120,11 +121,11 @@ class Want:
 
 
 def is_external(address: str, users: Mapping[str, UserRules], org: OrgRules) -> bool:
-    """Neither a user's address nor one at the organization's domains (or subdomains)."""
+    """Not ours (`Identity.is_ours`: a user's address, an alias, an organization domain or
+    a subdomain), nor the address of a user of `users` (who may have left the config)."""
     if not address or address in users:
         return False
-    domain = address.rpartition("@")[2]
-    return not any(domain == d or domain.endswith("." + d) for d in org.org_domains)
+    return not org.identity.is_ours(address)
 
 
 def _real(m: MessageFact) -> bool:
@@ -140,7 +141,7 @@ def _ours_to_outside(m: MessageFact, users: Mapping[str, UserRules], org: OrgRul
 
 
 def anchors(
-    f: ThreadFacts, users: Mapping[str, UserRules], org: OrgRules
+    f: ThreadReminderFacts, users: Mapping[str, UserRules], org: OrgRules
 ) -> tuple[MessageFact | None, MessageFact | None]:
     """(our last real message to someone outside, the last real message from outside)."""
     ours = theirs = None
@@ -154,7 +155,7 @@ def anchors(
     return ours, theirs
 
 
-def texts_needed(f: ThreadFacts, users: Mapping[str, UserRules], org: OrgRules) -> set[int]:
+def texts_needed(f: ThreadReminderFacts, users: Mapping[str, UserRules], org: OrgRules) -> set[int]:
     """The messages whose body `thread_wants` reads: both anchors and later absence notices."""
     ours, theirs = anchors(f, users, org)
     wanted = {m.id for m in (ours, theirs) if m is not None}
@@ -175,7 +176,7 @@ class _Parties:
 
 
 def _parties(
-    f: ThreadFacts, anchor: MessageFact, users: Mapping[str, UserRules], org: OrgRules
+    f: ThreadReminderFacts, anchor: MessageFact, users: Mapping[str, UserRules], org: OrgRules
 ) -> _Parties:
     """The people outside we were talking with, up to `anchor`: their addresses, contacts
     and companies."""
@@ -194,7 +195,7 @@ def _parties(
 def _counts_as_reply(
     m: MessageFact,
     parties: _Parties,
-    f: ThreadFacts,
+    f: ThreadReminderFacts,
     users: Mapping[str, UserRules],
     org: OrgRules,
 ) -> bool:
@@ -210,7 +211,7 @@ def _counts_as_reply(
     return org.reply_from_company and ident.company_key in parties.companies
 
 
-def _crm_ok(f: ThreadFacts, org: OrgRules) -> bool:
+def _crm_ok(f: ThreadReminderFacts, org: OrgRules) -> bool:
     if org.require == "open_opportunity":
         return f.has_open_opportunity
     if org.require == "contact":
@@ -219,7 +220,7 @@ def _crm_ok(f: ThreadFacts, org: OrgRules) -> bool:
 
 
 def thread_wants(
-    f: ThreadFacts,
+    f: ThreadReminderFacts,
     users: Mapping[str, UserRules],
     org: OrgRules,
     texts: Mapping[int, TextFacts],
@@ -242,12 +243,12 @@ def thread_wants(
     return wants, invalid
 
 
-def _ids_after(f: ThreadFacts, m: MessageFact) -> set[int]:
+def _ids_after(f: ThreadReminderFacts, m: MessageFact) -> set[int]:
     return {x.id for x in _after(f.messages, m)}
 
 
 def _awaiting(
-    f: ThreadFacts,
+    f: ThreadReminderFacts,
     anchor: MessageFact,
     users: Mapping[str, UserRules],
     org: OrgRules,

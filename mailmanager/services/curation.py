@@ -10,9 +10,9 @@ Each action writes an AuditLog row and re-matches the thread at once.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from mailmanager import config as config_mod
 from mailmanager.crm import opportunities
 from mailmanager.crm import records as crm
-from mailmanager.db import lookup, models
+from mailmanager.db import audit, lookup, models
 from mailmanager.db.models import Link, Message, ReviewItem, Suggestion
 from mailmanager.errors import MailmanagerError
 from mailmanager.matching import run as linking
@@ -119,12 +119,6 @@ def _same_scope(scope: Scope) -> sa.ColumnElement[bool]:
     )
 
 
-def _audit(session: Session, by: str, action: str, scope: Scope, detail: dict[str, object]) -> None:
-    session.add(
-        models.AuditLog(actor=by, action=action, target=scope.describe(), detail=json.dumps(detail))
-    )
-
-
 def link(
     session: Session, cfg: config_mod.Config, scope: Scope, target: Target, by: str
 ) -> linking.MatchReport:
@@ -163,7 +157,7 @@ def link(
                 created_by=by,
             )
         )
-    _audit(session, by, "link", scope, {"kind": target.kind, "id": target.id})
+    audit.record(session, by, "link", scope.describe(), {"kind": target.kind, "id": target.id})
     session.flush()
     log.info("manual link", extra={"action": "manual_link", "scope": scope.describe()})
     return linking.match_threads(session, cfg, [scope.thread_id])
@@ -202,7 +196,7 @@ def unlink(
                 created_by=by,
             )
         )
-    _audit(session, by, "unlink", scope, {"kind": kind, "id": target_id})
+    audit.record(session, by, "unlink", scope.describe(), {"kind": kind, "id": target_id})
     session.flush()
     log.info("manual unlink", extra={"action": "manual_unlink", "scope": scope.describe()})
     return linking.match_threads(session, cfg, [scope.thread_id])
@@ -246,8 +240,33 @@ def reject_review(session: Session, item_id: int, by: str) -> None:
     """Close the item without linking: the matcher will not ask again for these candidates."""
     item = review_item(session, item_id)
     item.status, item.resolved_by, item.resolved_at = "rejected", by, models.utcnow()
-    _audit(session, by, "review_reject", Scope(item.thread_id), {"item": item_id})
+    audit.record(session, by, "review_reject", Scope(item.thread_id).describe(), {"item": item_id})
     session.flush()
+
+
+def list_reviews(session: Session, include_closed: bool = False) -> list[dict[str, Any]]:
+    """Review items, oldest first (only pending ones unless `include_closed`): the thread,
+    its subject, why, and each candidate with its label."""
+    query = sa.select(ReviewItem).order_by(ReviewItem.id)
+    if not include_closed:
+        query = query.where(ReviewItem.status == "pending")
+    items: list[dict[str, Any]] = []
+    for item in session.scalars(query):
+        thread = session.get(models.Thread, item.thread_id)
+        items.append(
+            {
+                "id": item.id,
+                "thread_id": item.thread_id,
+                "subject": thread.subject if thread else "",
+                "status": item.status,
+                "explanation": item.explanation,
+                "candidates": [
+                    {"id": int(c), "label": target_label(session, item.kind, int(c))}
+                    for c in item.candidates.split()
+                ],
+            }
+        )
+    return items
 
 
 # --- suggested contacts ---------------------------------------------------------------------
@@ -289,6 +308,33 @@ def accept_suggestion(
     except crm.CrmError as exc:
         raise CurationError(str(exc)) from exc
     return contact
+
+
+def list_suggestions(
+    session: Session, include_closed: bool = False, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Suggested contacts, most messages first (only pending ones unless `include_closed`),
+    with the label of the company they would join."""
+    query = sa.select(Suggestion).order_by(Suggestion.messages.desc(), Suggestion.email)
+    if not include_closed:
+        query = query.where(Suggestion.status == "pending")
+    rows = session.scalars(query.limit(limit)).all()
+    companies = {
+        r.company_id: target_label(session, "company", r.company_id) for r in rows if r.company_id
+    }
+    return [
+        {
+            "email": r.email,
+            "name": r.name,
+            "company": companies.get(r.company_id) if r.company_id else None,
+            "messages": r.messages,
+            "sent": r.sent,
+            "first_seen": r.first_seen.isoformat() if r.first_seen else None,
+            "last_seen": r.last_seen.isoformat() if r.last_seen else None,
+            "status": r.status,
+        }
+        for r in rows
+    ]
 
 
 def message_thread(session: Session, message_id: int) -> int | None:

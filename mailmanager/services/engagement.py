@@ -159,6 +159,19 @@ def engagement(
     return {target: summarize(r, now) for target, r in rows.items()}
 
 
+def ranked(session: Session, kind: str, segment: str | None = None) -> list[dict[str, Any]]:
+    """Every contact or company (`kind`) with its label and engagement, highest score first;
+    only those of `segment` (vip, active, at_risk, dormant) when it is given."""
+    model = models.Contact if kind == "contact" else models.Company
+    ids = list(session.scalars(sa.select(model.id)))
+    figures = engagement(session, kind, ids)
+    return [
+        {"id": i, "label": curation.target_label(session, kind, i), **e.as_dict()}
+        for i, e in sorted(figures.items(), key=lambda x: -x[1].score)
+        if segment is None or e.segment == segment
+    ]
+
+
 def _mailboxes(session: Session, message_ids: Collection[int]) -> dict[int, list[str]]:
     out: dict[int, set[str]] = {}
     for part in store.chunks(sorted(message_ids)):

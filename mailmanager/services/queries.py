@@ -84,6 +84,30 @@ def mailbox_status(session: Session) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class FolderCursor:
+    """A present folder of a mailbox and the sync cursor stored for it."""
+
+    remote_id: str
+    name: str
+    role: str
+    cursor: str
+
+
+def folder_cursors(session: Session, mailbox: str) -> list[FolderCursor]:
+    """The present folders of mailbox `mailbox` (by name) that have a stored cursor."""
+    rows = session.execute(
+        sa.select(Folder.remote_id, Folder.name, Folder.role, Folder.cursor)
+        .join(Mailbox, Mailbox.id == Folder.mailbox_id)
+        .where(Mailbox.name == mailbox, Folder.present, Folder.cursor.is_not(None))
+    )
+    return [
+        FolderCursor(remote_id, name, role, cursor)
+        for remote_id, name, role, cursor in rows
+        if cursor is not None  # never, after the WHERE; says so to the type checker
+    ]
+
+
+@dataclass(frozen=True)
 class ThreadRow:
     id: int
     subject: str

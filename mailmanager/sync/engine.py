@@ -18,8 +18,6 @@ same mailbox at once.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +30,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config as config_mod
 from mailmanager import events, registry, spi
-from mailmanager.db import models, store, tokens
+from mailmanager.config import identity
+from mailmanager.db import configrows, leases, models, store, tokens
 from mailmanager.db.models import Folder, Mailbox
 from mailmanager.errors import MailmanagerError
 from mailmanager.matching import run as linking
@@ -43,7 +42,6 @@ log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=10)
 PENDING_PART = 20000  # threads per transaction when a full scan's stages run
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 Progress = Callable[[str, int], None]  # (folder name, messages fetched so far in it)
 
@@ -99,38 +97,12 @@ class SyncReport:
         return data
 
 
-def ensure_config_rows(session: Session, cfg: config_mod.Config) -> None:
-    """Create or update the users and mailboxes of the config file in the database."""
-    users = {u.email: u for u in session.scalars(sa.select(models.User))}
-    for u in cfg.users:
-        row = users.get(u.email) or models.User(email=u.email)
-        row.name, row.locale, row.timezone = u.name, u.locale, u.timezone
-        row.holiday_country, row.holiday_subdivision = u.holiday_country, u.holiday_subdivision
-        session.add(row)
-        users[u.email] = row
-    session.flush()
-    for u in cfg.users:
-        if u.manager:
-            users[u.email].manager_id = users[u.manager].id
-    boxes = {m.name: m for m in session.scalars(sa.select(Mailbox))}
-    for mb in cfg.mailboxes:
-        box = boxes.get(mb.name) or Mailbox(name=mb.name, connector=mb.connector)
-        box.connector, box.enabled = mb.connector, mb.enabled
-        box.owner_id = users[mb.owner].id
-        session.add(box)
-
-
 def _context(
     cfg: config_mod.Config, mb: config_mod.MailboxConfig, mailbox_id: int
 ) -> ingest.MailboxContext:
-    own = {mb.owner, *mb.aliases}
-    owner = cfg.user(mb.owner)
-    if owner is not None:
-        own.update(owner.aliases)
     return ingest.MailboxContext(
         mailbox_id=mailbox_id,
-        own_addresses=frozenset(a.lower() for a in own),
-        org_domains=frozenset(cfg.organization.domains),
+        identity=identity.of(cfg).mailbox(mb.name),
         subject_fallback=cfg.threading.subject_fallback,
         subject_window=timedelta(days=cfg.threading.subject_window_days),
         keep_raw=True,
@@ -138,34 +110,21 @@ def _context(
     )
 
 
-def _owner_is_dead(owner: str | None) -> bool:
-    """True when the lease belongs to a process of this host that no longer exists
-    (a worker killed with -9 must not block its mailbox until the lease expires)."""
-    if not owner:
-        return False
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 def _take_lease(session: Session, mailbox_id: int, now: datetime) -> bool:
     """Take or renew the mailbox's sync lease with one atomic UPDATE; False if held."""
     t = store.table(Mailbox)
     holder = session.execute(sa.select(t.c.lease_owner).where(t.c.id == mailbox_id)).scalar()
-    free = [t.c.lease_until.is_(None), t.c.lease_until < now, t.c.lease_owner == WORKER_ID]
-    if holder and _owner_is_dead(holder):
+    free = [
+        t.c.lease_until.is_(None),
+        t.c.lease_until < now,
+        t.c.lease_owner == leases.WORKER_ID,
+    ]
+    if holder and leases.owner_is_dead(holder):
         free.append(t.c.lease_owner == holder)
     res = session.execute(
         sa.update(t)
         .where(t.c.id == mailbox_id, sa.or_(*free))
-        .values(lease_owner=WORKER_ID, lease_until=now + LEASE)
+        .values(lease_owner=leases.WORKER_ID, lease_until=now + LEASE)
     )
     return bool(res.rowcount)  # type: ignore[attr-defined]
 
@@ -196,7 +155,7 @@ class Syncer:
         report = SyncReport(mailbox=mb.name)
         with store.session_scope(self.factory) as s:
             store.write_first(s)
-            ensure_config_rows(s, self.cfg)
+            configrows.ensure_config_rows(s, self.cfg)
             s.flush()
             mailbox = s.scalars(sa.select(Mailbox).where(Mailbox.name == mb.name)).one()
             mailbox_id = mailbox.id

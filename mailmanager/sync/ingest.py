@@ -1,11 +1,12 @@
 """Writes one fetched batch into the database, idempotently, inside the caller's transaction.
 
-`store_batch` upserts messages (one per key, see `models`), their locations, participants,
-raw bytes and quarantined items, applies removals and flag changes, threads the new messages
-and refreshes the summaries of the threads it touched. Running it twice on the same batch
-changes nothing the second time, which is what makes a crash at any moment harmless: the
-sync engine commits the folder cursor in the same transaction, so a batch is either wholly
-in the database with its cursor, or not at all and fetched again.
+`store_batch` upserts messages (one per key, see `models`; with what the parser read in
+their bodies for the reminder rules, `ParsedMessage.text_facts`), their locations,
+participants, raw bytes and quarantined items, applies removals and flag changes, threads
+the new messages and refreshes the summaries of the threads it touched. Running it twice on
+the same batch changes nothing the second time, which is what makes a crash at any moment
+harmless: the sync engine commits the folder cursor in the same transaction, so a batch is
+either wholly in the database with its cursor, or not at all and fetched again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mailmanager import events
+from mailmanager.config import identity as identity_mod
 from mailmanager.db import models, store
 from mailmanager.db.models import Message, MessageLocation, Participant
 from mailmanager.mail import parsing
@@ -33,8 +35,7 @@ class MailboxContext:
     """What ingest needs to know about the mailbox a batch comes from."""
 
     mailbox_id: int
-    own_addresses: frozenset[str]
-    org_domains: frozenset[str]
+    identity: identity_mod.Identity  # the mailbox's: its owner's addresses, our domains
     subject_fallback: bool = True
     subject_window: timedelta = timedelta(days=14)
     keep_raw: bool = True
@@ -54,25 +55,15 @@ class Fetched:
     thread_hint: str | None = None
 
 
-def _is_internal(address: str, ctx: MailboxContext) -> bool:
-    if address in ctx.own_addresses:
-        return True
-    domain = address.rpartition("@")[2]
-    while domain:
-        if domain in ctx.org_domains:
-            return True
-        domain = domain.partition(".")[2]
-    return False
-
-
 def direction(p: parsing.ParsedMessage, ctx: MailboxContext) -> str:
     """outbound when sent by the mailbox owner or the organization; internal when everyone
     involved is internal; inbound otherwise."""
     sender = p.from_[0].email if p.from_ else ""
-    if not sender or not _is_internal(sender, ctx):
+    ours = ctx.identity.is_ours
+    if not sender or not ours(sender):
         return "inbound"
     everyone = [a.email for a in (*p.to, *p.cc, *p.bcc)]
-    if everyone and all(_is_internal(a, ctx) for a in everyone):
+    if everyone and all(ours(a) for a in everyone):
         return "internal"
     return "outbound"
 
@@ -93,6 +84,7 @@ def _message_row(p: parsing.ParsedMessage, key: str, ctx: MailboxContext) -> dic
                 "original_message_id": p.bounce.original_message_id,
             }
         )
+    expectation = p.text_facts.expectation if p.text_facts else None
     attachments = ""
     if p.attachments:
         attachments = json.dumps(
@@ -123,6 +115,9 @@ def _message_row(p: parsing.ParsedMessage, key: str, ctx: MailboxContext) -> dic
         "attachments": clean(attachments),
         "bounce": clean(bounce),
         "defects": " ".join(p.defects),
+        "expects_reply": expectation.expects if expectation else None,
+        "expects_reply_reason": expectation.reason if expectation else None,
+        "return_date": p.text_facts.return_date if p.text_facts else None,
         "created_at": models.utcnow(),
     }
 
@@ -200,6 +195,16 @@ def _resolve_keys(
     return existing, new_keys
 
 
+@dataclass(frozen=True)
+class _NewMessages:
+    """The messages a batch inserted, and which message each batch item is."""
+
+    first_index: dict[str, int]  # new key → first batch index using it
+    rows: list[dict[str, Any]]  # the inserted rows, in `first_index` order
+    key_to_id: dict[str, int]
+    message_of: dict[int, int]  # batch index → message id (new or existing)
+
+
 def store_batch(
     session: Session,
     ctx: MailboxContext,
@@ -214,36 +219,70 @@ def store_batch(
     parsed = [(f, f.parsed) for f in items if isinstance(f.parsed, parsing.ParsedMessage)]
     quarantined = [f for f in items if isinstance(f.parsed, parsing.Quarantined)]
 
+    new = _insert_messages(session, ctx, parsed)
+    result.new_messages = len(new.rows)
+    result.message_ids = list(new.key_to_id.values())
+    _insert_participants_and_raw(session, ctx, parsed, new)
+    result.new_locations = _store_locations(session, folder_id, parsed, new.message_of, now)
+    if quarantined:
+        _store_quarantined(session, folder_id, quarantined, now)
+        result.quarantined = len(quarantined)
+    result.removed = _remove_locations(session, folder_id, removed)
+    result.flag_changes = _change_flags(session, folder_id, flag_changes)
+    result.threads = _thread_new_messages(session, ctx, parsed, new)
+    return result
+
+
+def _insert_messages(
+    session: Session, ctx: MailboxContext, parsed: Sequence[tuple[Fetched, parsing.ParsedMessage]]
+) -> _NewMessages:
+    """Insert each new key once (see `_resolve_keys`), then map every batch index to its
+    message id."""
     existing, new_keys = _resolve_keys(session, parsed)
-    # Insert each new key once, then map every batch index to a message id.
     first_index: dict[str, int] = {}
     for index, key in new_keys.items():
         first_index.setdefault(key, index)
-    new_rows = [_message_row(parsed[i][1], key, ctx) for key, i in first_index.items()]
+    rows = [_message_row(parsed[i][1], key, ctx) for key, i in first_index.items()]
     key_to_id: dict[str, int] = {}
-    if new_rows:
+    if rows:
         t = store.table(Message)
         # Keys are unique, so RETURNING needs no order: batched, not a statement per row.
-        returned = session.execute(sa.insert(t).returning(t.c.id, t.c.key), new_rows)
+        returned = session.execute(sa.insert(t).returning(t.c.id, t.c.key), rows)
         key_to_id = {key: mid for mid, key in returned}
-    result.new_messages = len(new_rows)
-    result.message_ids = list(key_to_id.values())
     message_of: dict[int, int] = dict(existing)
     for index, key in new_keys.items():
         message_of[index] = key_to_id[key]
+    return _NewMessages(first_index, rows, key_to_id, message_of)
 
+
+def _insert_participants_and_raw(
+    session: Session,
+    ctx: MailboxContext,
+    parsed: Sequence[tuple[Fetched, parsing.ParsedMessage]],
+    new: _NewMessages,
+) -> None:
+    """The new messages' participants, and their raw bytes unless the mailbox keeps none."""
     participant_rows: list[dict[str, Any]] = []
     raw_rows: list[dict[str, Any]] = []
-    for key, index in first_index.items():
+    for key, index in new.first_index.items():
         fetched, p = parsed[index]
-        participant_rows.extend(_participant_rows(key_to_id[key], p))
+        participant_rows.extend(_participant_rows(new.key_to_id[key], p))
         if ctx.keep_raw:
             raw_rows.append({"sha256": p.sha256, "data": fetched.raw})
     if participant_rows:
         session.execute(sa.insert(store.table(Participant)), participant_rows)
     store.insert_ignore(session, store.table(models.MessageRaw), raw_rows)
 
-    # Locations: new ones are counted, known ones refreshed (seen_at feeds the rescan sweep).
+
+def _store_locations(
+    session: Session,
+    folder_id: int,
+    parsed: Sequence[tuple[Fetched, parsing.ParsedMessage]],
+    message_of: dict[int, int],
+    now: datetime,
+) -> int:
+    """Upsert where each item lies in the folder; returns how many locations are new (known
+    ones are refreshed: `seen_at` feeds the rescan sweep)."""
     provider_ids = [f.provider_id for f, _ in parsed]
     known_locations: set[str] = set()
     for chunk in store.chunks(provider_ids):
@@ -266,7 +305,6 @@ def store_batch(
         }
         for index, (f, _) in enumerate(parsed)
     }
-    result.new_locations = len(set(location_rows) - known_locations)
     store.upsert(
         session,
         store.table(MessageLocation),
@@ -274,27 +312,36 @@ def store_batch(
         keys=("folder_id", "provider_id"),
         update=("message_id", "flags", "labels", "seen_at"),
     )
-    if quarantined:
-        store.upsert(
-            session,
-            store.table(models.Quarantine),
-            [
-                {
-                    "folder_id": folder_id,
-                    "provider_id": f.provider_id,
-                    "reason": f.parsed.reason,  # type: ignore[union-attr]
-                    "sha256": f.parsed.sha256,
-                    "size": f.parsed.size,
-                    "data": f.raw,
-                    "created_at": now,
-                }
-                for f in quarantined
-            ],
-            keys=("folder_id", "provider_id"),
-            update=("reason", "sha256", "size", "data"),
-        )
-        result.quarantined = len(quarantined)
+    return len(set(location_rows) - known_locations)
 
+
+def _store_quarantined(
+    session: Session, folder_id: int, quarantined: Sequence[Fetched], now: datetime
+) -> None:
+    """Keep the items that could not be parsed, with their reason and bytes."""
+    store.upsert(
+        session,
+        store.table(models.Quarantine),
+        [
+            {
+                "folder_id": folder_id,
+                "provider_id": f.provider_id,
+                "reason": f.parsed.reason,  # type: ignore[union-attr]
+                "sha256": f.parsed.sha256,
+                "size": f.parsed.size,
+                "data": f.raw,
+                "created_at": now,
+            }
+            for f in quarantined
+        ],
+        keys=("folder_id", "provider_id"),
+        update=("reason", "sha256", "size", "data"),
+    )
+
+
+def _remove_locations(session: Session, folder_id: int, removed: Sequence[str]) -> int:
+    """Delete the locations (and quarantined items) gone from the folder; returns how many."""
+    count = 0
     for chunk in store.chunks(list(removed)):
         for model in (MessageLocation, models.Quarantine):
             res = session.execute(
@@ -303,7 +350,15 @@ def store_batch(
                     model.provider_id.in_(chunk),
                 )
             )
-            result.removed += res.rowcount  # type: ignore[attr-defined]
+            count += res.rowcount  # type: ignore[attr-defined]
+    return count
+
+
+def _change_flags(
+    session: Session, folder_id: int, flag_changes: Iterable[tuple[str, frozenset[str]]]
+) -> int:
+    """Set the new flags of known locations; returns how many changes were applied."""
+    count = 0
     for provider_id, flags in flag_changes:
         session.execute(
             sa.update(MessageLocation)
@@ -313,16 +368,26 @@ def store_batch(
             )
             .values(flags=" ".join(sorted(flags)))
         )
-        result.flag_changes += 1
+        count += 1
+    return count
 
+
+def _thread_new_messages(
+    session: Session,
+    ctx: MailboxContext,
+    parsed: Sequence[tuple[Fetched, parsing.ParsedMessage]],
+    new: _NewMessages,
+) -> set[int]:
+    """Attach the new messages to threads and refresh the summaries of the threads that
+    grew or merged (new ones got theirs when created); returns every thread touched."""
     fresh = [
         threadstore.NewMessage(
-            key_to_id[key], parsed[index][1], parsed[index][0].thread_hint, row["direction"]
+            new.key_to_id[key], parsed[index][1], parsed[index][0].thread_hint, row["direction"]
         )
-        for (key, index), row in zip(first_index.items(), new_rows, strict=True)
+        for (key, index), row in zip(new.first_index.items(), new.rows, strict=True)
     ]
     created: set[int] = set()
-    result.threads = threadstore.attach(
+    threads = threadstore.attach(
         session,
         str(ctx.mailbox_id),
         fresh,
@@ -331,8 +396,8 @@ def store_batch(
         created,
         ctx.on_merge,
     )
-    threadstore.refresh_summaries(session, result.threads - created)
-    return result
+    threadstore.refresh_summaries(session, threads - created)
+    return threads
 
 
 def store_items_apart(

@@ -139,7 +139,7 @@ def _watchable(
 ) -> Watchable | None:
     """The mailbox's connector, built as a sync builds it, when it may watch; else None.
 
-    Raises `spi.ConfigError` / `config.ConfigErrors` as building it for a sync would."""
+    Raises `spi.ConfigError` / `config.ConfigFileError` as building it for a sync would."""
     cls = registry.load(mb.connector, key=f"mailboxes.{mb.name}.connector")
     if not callable(getattr(cls, "wait_for_changes", None)):
         return None
@@ -165,7 +165,7 @@ def start_watchers(
             continue
         try:
             connector = _watchable(cfg, mb, factory)
-        except (spi.ConfigError, config_mod.ConfigErrors) as exc:
+        except (spi.ConfigError, config_mod.ConfigFileError) as exc:
             log.error(
                 "cannot watch mailbox",
                 extra={"action": "watch_config_error", "mailbox": mb.name, "error": str(exc)},

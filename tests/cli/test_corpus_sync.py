@@ -7,9 +7,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from mailmanager.db import models, store
+from mailmanager.testing.corpus import corpus_messages
 from tests.cli.helpers import cli_json
 from tests.conftest import ConfigWriter
-from tests.corpus import corpus_messages
 
 
 def test_whole_corpus_syncs_counts_add_up_and_resync_adds_nothing(

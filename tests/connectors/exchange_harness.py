@@ -16,8 +16,8 @@ from pathlib import Path
 
 from connectors.exchange.connector import ExchangeConnector
 from mailmanager import registry, spi
-from tests.dovecot import free_port
-from tests.fakes.ews_server import EwsServer
+from mailmanager.testing.dovecot import free_port
+from mailmanager.testing.fakes.ews_server import EwsServer
 
 _SERVER: EwsServer | None = None
 _DISTINGUISHED = {

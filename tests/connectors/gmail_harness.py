@@ -1,7 +1,8 @@
 """The Gmail connector in the contract suite, against the loopback Gmail API fake.
 
-Each harness runs its own fake (tests/fakes/gmail_server.py) holding one mailbox, reached by
-per-user OAuth (an OAuth client JSON plus a refresh token, both pointing at the fake).
+Each harness runs its own fake (mailmanager/testing/fakes/gmail_server.py) holding one
+mailbox, reached by per-user OAuth (an OAuth client JSON plus a refresh token, both pointing
+at the fake).
 
 Gmail has labels, not folders: `add_folder` maps the INBOX and SENT roles to those system
 labels, ARCHIVE to the connector's virtual ARCHIVE view, and anything else to a new user
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from connectors.gmail.connector import GmailConnector
 from mailmanager import registry, spi
-from tests.fakes.gmail_server import GmailFake
+from mailmanager.testing.fakes.gmail_server import GmailFake
 
 _SYSTEM = {spi.FolderRole.INBOX: "INBOX", spi.FolderRole.SENT: "SENT"}
 

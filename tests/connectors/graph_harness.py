@@ -1,11 +1,11 @@
 """The graph connector in the contract suite, against the loopback Graph fake.
 
-One fake (tests/fakes/graph_server.py `shared_fake`: HTTPS, msal's token endpoint, Graph's
-delta query) serves the whole test process; each harness gets its own mailbox and app
-registration, so harnesses never see each other's mail. Handles are the fake's immutable
-message ids, which are also the connector's provider ids. Flags map to Graph properties as
-the connector reads them: \\Seen isRead, \\Flagged flag.flagStatus, \\Draft isDraft,
-\\Answered PidTagLastVerbExecuted = 102.
+One fake (mailmanager/testing/fakes/graph_server.py `shared_fake`: HTTPS, msal's token
+endpoint, Graph's delta query) serves the whole test process; each harness gets its own
+mailbox and app registration, so harnesses never see each other's mail. Handles are the
+fake's immutable message ids, which are also the connector's provider ids. Flags map to
+Graph properties as the connector reads them: \\Seen isRead, \\Flagged flag.flagStatus,
+\\Draft isDraft, \\Answered PidTagLastVerbExecuted = 102.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from connectors.graph.connector import GraphConnector
 from mailmanager import registry, spi
-from tests.fakes.graph_server import shared_fake
+from mailmanager.testing.fakes.graph_server import shared_fake
 
 _WELL_KNOWN = {spi.FolderRole.INBOX: "inbox", spi.FolderRole.SENT: "sentitems",
                spi.FolderRole.ARCHIVE: "archive", spi.FolderRole.DRAFTS: "drafts",

@@ -4,7 +4,8 @@ How a new connector (IMAP, Gmail, Graph, EWS) joins the suite:
 1. Write a class with the members of `Harness`: `entry_point`, the three capability flags,
    `connector()`, `broken_connector()`, `add_folder()`, `append()`, `delete()`, `set_flags()`,
    `reset_folder()` and `close()`. Drive a real peer: Dovecot on loopback for IMAP
-   (tests/dovecot.py), a loopback HTTP fake for Gmail, Graph and EWS. No mocks of our code.
+   (mailmanager/testing/dovecot.py), a loopback HTTP fake for Gmail, Graph and EWS
+   (mailmanager/testing/fakes/). No mocks of our code.
 2. `add_folder(name, role)` returns the folder id `list_folders()` will report; `append`
    returns a handle that `delete` and `set_flags` accept (a UID, a file name, an index).
 3. Set the flags truthfully: `reports_removed` (a deletion comes back in `removed` rather

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mailmanager import registry, spi
-from tests.dovecot import DovecotServer, dovecot_binary, free_port
+from mailmanager.testing.dovecot import DovecotServer, dovecot_binary, free_port
 
 _SERVER: DovecotServer | None = None
 

@@ -18,7 +18,7 @@ from harness import build, drain, messages
 
 from connectors.maildir.connector import MaildirConnector, folder_role
 from mailmanager import spi
-from tests.corpus import corpus_messages
+from mailmanager.testing.corpus import corpus_messages
 
 Role = spi.FolderRole
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"

@@ -18,7 +18,7 @@ import pytest
 
 from connectors.imap.connector import ImapConnector
 from mailmanager import spi
-from tests.dovecot import NO_CONDSTORE_CAPABILITY, DovecotServer, dovecot_binary
+from mailmanager.testing.dovecot import NO_CONDSTORE_CAPABILITY, DovecotServer, dovecot_binary
 
 IN_CI = bool(os.environ.get("CI"))
 CONDSTORE_ONLY_CAPABILITY = NO_CONDSTORE_CAPABILITY + " CONDSTORE"

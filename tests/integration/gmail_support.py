@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from connectors.gmail.connector import GmailConnector
 from mailmanager import spi
-from tests.fakes.gmail_server import READONLY, GmailFake
+from mailmanager.testing.fakes.gmail_server import READONLY, GmailFake
 from tests.mailgen import make
 
 

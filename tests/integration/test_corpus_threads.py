@@ -17,8 +17,8 @@ from mailmanager import config, spi
 from mailmanager.db.models import Message, Thread
 from mailmanager.sync import engine as sync
 from mailmanager.sync import threadstore
+from mailmanager.testing.corpus import corpus_messages
 from tests.conftest import ConfigWriter
-from tests.corpus import corpus_messages
 
 ID = re.compile(r"<([^<>\s]+)>")
 

@@ -15,7 +15,7 @@ from mailmanager import config
 from mailmanager.crm import dedupe, opportunities
 from mailmanager.crm import records as crm
 from mailmanager.crm import views as crmviews
-from mailmanager.db import models
+from mailmanager.db import configrows, models
 from mailmanager.db.models import Contact, ContactEmail, Link, Participant
 from mailmanager.sync import engine as sync
 from tests.conftest import ConfigWriter
@@ -29,7 +29,7 @@ def cfg(db_url: str, write_config: ConfigWriter) -> config.Config:
 @pytest.fixture
 def s(cfg: config.Config, factory: sessionmaker[Session]) -> Iterator[Session]:
     with factory() as session:
-        sync.ensure_config_rows(session, cfg)
+        configrows.ensure_config_rows(session, cfg)
         session.flush()
         yield session
         session.rollback()

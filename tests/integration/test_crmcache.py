@@ -55,7 +55,8 @@ def test_the_copy_is_kept_while_nothing_changes(crm: sessionmaker[Session]) -> N
     with crm.begin() as s:  # what matters to no decision keeps it
         s.execute(sa.update(models.Contact).values(phone="+33 1 23 45 67 89"))
         s.execute(sa.update(models.Opportunity).values(title="Big deal", amount=1000))
-        s.execute(sa.update(models.Opportunity).values(last_activity_at=models.utcnow()))
+        stamp = models.utcnow()  # wall clock: any date changes the CRM
+        s.execute(sa.update(models.Opportunity).values(last_activity_at=stamp))
     assert _index(crm) is first
 
 
@@ -95,7 +96,8 @@ def test_last_activity_counts_only_for_a_closed_opportunity_without_a_closing_da
         s.execute(sa.update(models.Opportunity).values(stage="lost", closed_at=None))
     before = _token(crm)
     with crm.begin() as s:
-        s.execute(sa.update(models.Opportunity).values(last_activity_at=models.utcnow()))
+        stamp = models.utcnow()  # wall clock: any date changes the CRM
+        s.execute(sa.update(models.Opportunity).values(last_activity_at=stamp))
     assert _token(crm) != before  # it is where that opportunity ends now
 
 

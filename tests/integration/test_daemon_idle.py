@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config, daemon
 from mailmanager.db.models import Message
+from mailmanager.testing.dovecot import PASSWORD, DovecotServer
 from tests.conftest import ConfigWriter
-from tests.dovecot import PASSWORD, DovecotServer
 from tests.mailgen import day, make
 
 ALICE = "alice@example.com"

@@ -1,6 +1,6 @@
 """The Exchange (EWS) connector: real exchangelib over HTTP against the loopback EWS fake
-(tests/fakes/ews_server.py). Sync behaviour, faults and malformed items; diagnostics, TLS,
-OAuth and the sync engine are in test_exchange_check.py."""
+(mailmanager/testing/fakes/ews_server.py). Sync behaviour, faults and malformed items;
+diagnostics, TLS, OAuth and the sync engine are in test_exchange_check.py."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from connectors.exchange import ews as exchange_ews
 from connectors.exchange import soap as exchange_soap
 from connectors.exchange.connector import ExchangeConnector
 from mailmanager import spi
+from mailmanager.testing.fakes.ews_server import EwsServer, FakeMailbox
 from tests.drain import drain
-from tests.fakes.ews_server import EwsServer, FakeMailbox
 from tests.mailgen import make
 
 EMAIL = "alice@corp.example"

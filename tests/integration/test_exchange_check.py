@@ -19,9 +19,9 @@ from connectors.exchange.connector import ExchangeConnector
 from mailmanager import config, registry, spi
 from mailmanager.db import models
 from mailmanager.sync import engine as sync
+from mailmanager.testing.dovecot import make_self_signed_cert
+from mailmanager.testing.fakes.ews_server import EwsServer
 from tests.conftest import ConfigWriter
-from tests.dovecot import make_self_signed_cert
-from tests.fakes.ews_server import EwsServer
 from tests.mailgen import make
 
 EMAIL = "alice@corp.example"

@@ -1,6 +1,7 @@
 """The Gmail connector against the loopback Gmail API: the real google-api-python-client
 (built from its shipped discovery document) and google-auth, talking HTTP to
-tests/fakes/gmail_server.py. Sync behaviour and faults; auth in test_gmail_auth.py."""
+mailmanager/testing/fakes/gmail_server.py. Sync behaviour and faults; auth in
+test_gmail_auth.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from mailmanager import spi
-from tests.fakes.gmail_server import GmailFake
+from mailmanager.testing.fakes.gmail_server import GmailFake
 from tests.integration.gmail_support import Clock, DictStore, drain, folder, gmail, msg
 
 

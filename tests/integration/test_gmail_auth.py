@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailmanager import spi
-from tests.fakes.gmail_server import METADATA, READONLY, GmailFake
+from mailmanager.testing.fakes.gmail_server import METADATA, READONLY, GmailFake
 from tests.integration.gmail_support import DictStore, drain, folder, gmail, msg, oauth
 
 

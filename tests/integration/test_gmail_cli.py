@@ -19,8 +19,8 @@ from mailmanager import config
 from mailmanager.cli.app import main
 from mailmanager.db import models, tokens
 from mailmanager.sync import engine as sync
+from mailmanager.testing.fakes.gmail_server import GmailFake
 from tests.conftest import ConfigWriter
-from tests.fakes.gmail_server import GmailFake
 from tests.integration.gmail_support import msg
 from tests.mailgen import make
 

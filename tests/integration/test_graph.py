@@ -2,8 +2,8 @@
 flags, throttling, 5xx, token expiry mid-sync, malformed items, bounded concurrency, and a
 full sync through the engine on SQLite and PostgreSQL.
 
-The fake (tests/fakes/graph_server.py) is a real HTTPS server; the real msal and httpx talk
-to it. Provider-neutral behaviour is in tests/connectors/test_contract.py.
+The fake (mailmanager/testing/fakes/graph_server.py) is a real HTTPS server; the real msal
+and httpx talk to it. Provider-neutral behaviour is in tests/connectors/test_contract.py.
 """
 
 from __future__ import annotations
@@ -394,7 +394,8 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     def asked(value: str) -> float | None:
         return retry_after(httpx.Response(429, headers={"Retry-After": value}))
 
-    later = format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
+    now = datetime.now(UTC)  # wall clock: a Retry-After date is read against the real clock
+    later = format_datetime(now + timedelta(seconds=90), usegmt=True)
     assert asked("7") == 7 and asked("garbage") is None
     assert 80 < (asked(later) or 0) <= 90 and asked("Wed, 21 Oct 2015 07:28:00 GMT") == 0
 

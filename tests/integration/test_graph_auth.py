@@ -19,8 +19,8 @@ from cryptography.fernet import Fernet
 
 from connectors.graph.connector import GraphConnector
 from mailmanager import spi
+from mailmanager.testing.fakes.graph_server import make_client_certificate
 from tests.connectors.graph_harness import GraphHarness
-from tests.fakes.graph_server import make_client_certificate
 from tests.mailgen import make
 
 REPO = Path(__file__).resolve().parents[2]

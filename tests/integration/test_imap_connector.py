@@ -12,7 +12,7 @@ import pytest
 from connectors.imap import adapter as imap_adapter
 from connectors.imap.connector import ImapConnector
 from mailmanager import spi
-from tests.dovecot import DovecotServer, free_port
+from mailmanager.testing.dovecot import DovecotServer, free_port
 from tests.drain import drain
 from tests.integration.conftest import ImapAccount
 from tests.mailgen import make

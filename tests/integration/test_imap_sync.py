@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from mailmanager.testing.dovecot import PASSWORD, DovecotServer
 from tests.cli.helpers import canonical_state, cli_json
 from tests.conftest import ConfigWriter
-from tests.dovecot import PASSWORD, DovecotServer
 from tests.mailgen import day, make
 
 ALICE = "alice@example.com"

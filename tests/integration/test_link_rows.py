@@ -41,6 +41,36 @@ def _thread_with_messages(s: Session, n: int, tag: str) -> tuple[int, list[int]]
     return thread.id, mids
 
 
+def _old_thread_with_messages(engine: sa.Engine, n: int, tag: str) -> tuple[int, list[int]]:
+    """`_thread_with_messages` on an older schema: only the columns that schema has, with
+    the defaults the models give them (the models may have gained columns since)."""
+    meta = sa.MetaData()
+    threads_t = sa.Table("threads", meta, autoload_with=engine)
+    messages_t = sa.Table("messages", meta, autoload_with=engine)
+
+    def row(model: type[models.Base], **values: object) -> dict[str, object]:
+        table = threads_t if model is Thread else messages_t
+        full: dict[str, object] = {}
+        for c in model.__table__.columns:
+            default: Any = c.default
+            if default is not None and (default.is_scalar or default.is_callable):
+                full[c.name] = default.arg(None) if default.is_callable else default.arg
+        full.update(values)
+        return {k: v for k, v in full.items() if k in table.c}
+
+    with engine.begin() as conn:
+        inserted = conn.execute(threads_t.insert().values(row(Thread, subject=tag)))
+        tid = int(inserted.inserted_primary_key[0])
+        mids = []
+        for i in range(n):
+            key = f"{tag}{i}@test"
+            values = row(Message, key=key, message_id=key, sha256=f"{tag}{i}".ljust(64, "0"),
+                         thread_id=tid)  # fmt: skip
+            inserted = conn.execute(messages_t.insert().values(values))
+            mids.append(int(inserted.inserted_primary_key[0]))
+    return tid, mids
+
+
 def _links(s: Session, thread: int, mids: list[int]) -> None:
     for mid in mids:
         s.add(Link(message_id=mid, thread_id=thread, target_kind="contact", target_id=1,
@@ -98,7 +128,7 @@ def test_rows_another_worker_wrote_first_are_skipped(factory: sessionmaker[Sessi
         s.add(MatchState(message_id=mids[1], reason="linked", detail="the other worker"))
     columns = (("message_id", "int"), ("reason", "text"), ("detail", "text"), ("matched_at", ""))
     with factory.begin() as s:
-        now = linkwrite.driver_time(s, models.utcnow())
+        now = linkwrite.driver_time(s, models.utcnow())  # wall clock: a stamp, any date
         rows = [(m, "linked", "this worker", now) for m in mids]
         linkwrite.bulk_insert(
             s, "match_states", columns, rows, "ON CONFLICT DO NOTHING", fresh=True
@@ -176,8 +206,8 @@ def test_upgrading_from_0008_keeps_links_and_verdicts(fresh_url: str) -> None:
     try:
         command.upgrade(store._alembic_config(engine), "0008")
         factory = store.session_factory(engine)
-        with factory.begin() as s:  # threads and messages are as they were then
-            assert _thread_with_messages(s, 3, "u") == (1, [1, 2, 3])
+        # threads and messages as they were then
+        assert _old_thread_with_messages(engine, 3, "u") == (1, [1, 2, 3])
         with engine.begin() as conn:
             for statement in _OLD_ROWS:
                 conn.exec_driver_sql(statement)

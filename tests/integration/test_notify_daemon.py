@@ -27,12 +27,13 @@ def test_daemon_flushes_the_outbox_and_stops(
         flush_interval = 5
         """
     cfg = config.load(write_config(db_url, "", extra))
+    now = models.utcnow()  # wall clock: due by the daemon's real clock
     with factory() as s, s.begin():
         key = "manual:test:alice@example.com"
         outbox.enqueue(
             s, key=key, message_id_header=outbox.message_id(key, outbox.default_sender(cfg)),
             recipient="alice@example.com", recipient_name="Alice", subject="test",
-            body_text="x", body_html="", now=models.utcnow(),
+            body_text="x", body_html="", now=now,
         )  # fmt: skip
     stop, ready = threading.Event(), threading.Event()
     runner = threading.Thread(target=daemon.run_forever, args=(cfg, factory, stop, ready.set))

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config
-from mailmanager.db import models
+from mailmanager.db import leases, models
 from mailmanager.notify import outbox
 from tests.conftest import ConfigWriter
 from tests.integration.notify_support import Sink, free_port, outbox_rows
@@ -164,7 +164,7 @@ def test_permanent_refusal_is_dead_at_once_temporary_is_retried(
 def _self_signed(tmp: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.now(UTC)
+    now = datetime.now(UTC)  # wall clock: certificate valid from now
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -233,7 +233,7 @@ def _crashed_row(factory: sessionmaker[Session], rid: int, attempt: datetime) ->
         r = s.get(models.OutboxEmail, rid)
         assert r is not None
         r.status, r.attempts, r.last_attempt_at = "sending", 1, attempt
-        r.lease_owner = f"{outbox.HOST}:{_dead_pid()}:deadbeef"
+        r.lease_owner = f"{leases.HOST}:{_dead_pid()}:deadbeef"
         r.lease_until = attempt + timedelta(hours=1)  # not expired: the owner is dead
 
 
@@ -300,7 +300,7 @@ def test_a_live_lease_is_left_alone(factory: sessionmaker[Session], make_cfg: Ma
     with factory() as s, s.begin():
         r = s.get(models.OutboxEmail, rid)
         assert r is not None
-        r.status, r.lease_owner = "sending", f"{outbox.HOST}:1:live"  # pid 1 exists
+        r.status, r.lease_owner = "sending", f"{leases.HOST}:1:live"  # pid 1 exists
         r.lease_until = T0 + timedelta(minutes=5)
     report = outbox.flush(cfg, factory, clock=at(T0 + timedelta(minutes=1)))
     assert report.as_dict() == outbox.FlushReport().as_dict()

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailmanager import config
-from mailmanager.db import store
+from mailmanager.db import configrows, store
 from mailmanager.db.models import Message, Participant, Reminder
 from mailmanager.mail import normalize
 from mailmanager.reminders import evaluation as reminders
@@ -84,7 +84,7 @@ def test_no_reminder_is_about_noise(corpus_dir: Path, db_url: str, tmp_path: Pat
     cfg = config.load(tmp_path / "eval.toml")
     now = latest + timedelta(days=30)
     with store.session_scope(factory) as s:
-        sync.ensure_config_rows(s, cfg)
+        configrows.ensure_config_rows(s, cfg)
         s.flush()
         result = reminders.evaluate(s, cfg, now)
     assert result.threads > 1000

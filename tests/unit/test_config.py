@@ -74,7 +74,7 @@ password_env = "BOB_PW"
 
 def errors_of(text: str, base_dir: str = ".") -> dict[str, spi.ConfigError]:
     """Load `text`, expecting failure; return the problems by dotted key."""
-    with pytest.raises(config.ConfigErrors) as info:
+    with pytest.raises(config.ConfigFileError) as info:
         config.loads(text, base_dir=base_dir)
     errors = info.value.errors
     assert str(info.value).splitlines() == [str(e) for e in errors]
@@ -238,7 +238,7 @@ def test_cross_references_owner_manager_and_duplicates() -> None:
 def test_every_problem_is_reported_at_once() -> None:
     text = USERS.replace('"fr"', '"de"') + "[sync]\nbatch_size = 0\n[matchers]\n" + FAKE_MAILBOX
     text += 'password = "hunter2"\nsecurity = "ssl"\n'
-    with pytest.raises(config.ConfigErrors) as info:
+    with pytest.raises(config.ConfigFileError) as info:
         config.loads(text)
     keys = [e.key for e in info.value.errors]
     assert set(keys) == {
@@ -267,12 +267,12 @@ def test_secret_env_resolved_only_when_used(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("BOB_PW", raising=False)
     cfg = config.loads(USERS + FAKE_MAILBOX, base_dir="/srv/mm")  # loading needs no secret
     mb = cfg.mailbox("bob-imap")
-    with pytest.raises(config.ConfigErrors) as info:
+    with pytest.raises(config.ConfigFileError) as info:
         mb.connector_config(cfg.base_dir)
     (error,) = info.value.errors
     assert error.key == "mailboxes[0].password_env"
     assert error.fix.startswith("export BOB_PW=")
-    with pytest.raises(config.ConfigErrors):
+    with pytest.raises(config.ConfigFileError):
         cfg.check_secrets()
     monkeypatch.setenv("BOB_PW", "correct horse")
     conn = mb.connector_config(cfg.base_dir)
@@ -289,7 +289,7 @@ def test_secret_file_must_be_private(tmp_path: Path) -> None:
     os.chmod(secret, 0o644)
     text = USERS + FAKE_MAILBOX.replace('password_env = "BOB_PW"', 'password_file = "bob.secret"')
     mb = config.loads(text, base_dir=str(tmp_path)).mailboxes[0]
-    with pytest.raises(config.ConfigErrors) as info:
+    with pytest.raises(config.ConfigFileError) as info:
         mb.connector_config(str(tmp_path))
     (error,) = info.value.errors
     assert error.key == "mailboxes[0].password_file"
@@ -297,7 +297,7 @@ def test_secret_file_must_be_private(tmp_path: Path) -> None:
     os.chmod(secret, 0o600)
     assert mb.connector_config(str(tmp_path)).values["password"] == "file-pass"
     secret.unlink()
-    with pytest.raises(config.ConfigErrors) as info:
+    with pytest.raises(config.ConfigFileError) as info:
         mb.connector_config(str(tmp_path))
     assert f"file {secret} not readable" in info.value.errors[0].problem
 
@@ -318,7 +318,7 @@ def test_database_urls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     cfg = config.loads(db('url = "postgresql://mm@db.example.com:5433/mm"\npassword_env = "MM_DB"'))
     assert cfg.database.url == "postgresql+psycopg://mm@db.example.com:5433/mm"
     monkeypatch.delenv("MM_DB", raising=False)
-    with pytest.raises(config.ConfigErrors) as info:
+    with pytest.raises(config.ConfigFileError) as info:
         cfg.database.url_with_secret()
     assert info.value.errors[0].key == "database.password_env"
     monkeypatch.setenv("MM_DB", "p@ss/word")
@@ -331,7 +331,7 @@ def test_database_urls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('[database]\nurl = "sqlite:///x.db"\n\n[[users]\nemail = "a"\n', "utf-8")
-    with pytest.raises(config.ConfigErrors) as info:
+    with pytest.raises(config.ConfigFileError) as info:
         config.load(path)
     (error,) = info.value.errors
     assert error.key == str(path)
@@ -339,7 +339,7 @@ def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
 
 
 def test_missing_file_says_how_to_create_one(tmp_path: Path) -> None:
-    with pytest.raises(config.ConfigErrors) as info:
+    with pytest.raises(config.ConfigFileError) as info:
         config.load(tmp_path / "nope.toml")
     assert "mailmanager init" in info.value.errors[0].fix
 

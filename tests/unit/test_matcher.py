@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from mailmanager.config import identity
 from mailmanager.matching import cascade as matcher
 from mailmanager.matching.cascade import (
     Blocklist,
@@ -16,7 +17,7 @@ from mailmanager.matching.cascade import (
     MessageFacts,
     Opp,
     Party,
-    ThreadFacts,
+    ThreadMatchFacts,
 )
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -29,8 +30,7 @@ def day(n: float) -> datetime:
 
 def policy(**kw: object) -> matcher.Policy:
     base: dict[str, object] = {
-        "own_domains": frozenset({"example.com"}),
-        "own_addresses": frozenset({ALICE}),
+        "identity": identity.Identity.build(domains=["example.com"], addresses=[ALICE]),
     }
     base.update(kw)
     return matcher.Policy(**base)  # type: ignore[arg-type]
@@ -85,7 +85,7 @@ def msg(
 def run(
     *messages: MessageFacts, marks: tuple[Mark, ...] = (), ix: Index | None = None, **kw: object
 ) -> matcher.ThreadVerdict:
-    return matcher.match_thread(ThreadFacts(1, messages, marks), ix or index(), policy(**kw))
+    return matcher.match_thread(ThreadMatchFacts(1, messages, marks), ix or index(), policy(**kw))
 
 
 def links(verdict: matcher.ThreadVerdict, mid: int) -> dict[tuple[str, int], str]:
@@ -370,7 +370,7 @@ def test_manual_message_link_is_not_reemitted_but_counts_for_the_thread() -> Non
 def test_auto_create_policies() -> None:
     out = msg(1, ALICE, to=["new@acme.fr", "info@acme.fr", "pal@gmail.com", "jane@acme.fr"])
     inbound = msg(2, "other@newco.io", at=1)
-    thread = ThreadFacts(1, (out, inbound))
+    thread = ThreadMatchFacts(1, (out, inbound))
     none = matcher.contacts_to_create([thread], index(), policy())
     sent = matcher.contacts_to_create([thread], index(), policy(auto_create="sent"))
     both = matcher.contacts_to_create([thread], index(), policy(auto_create="sent_and_received"))
@@ -382,8 +382,8 @@ def test_auto_create_policies() -> None:
 def test_auto_create_skips_noise_and_unlinked_threads() -> None:
     bounce = msg(1, ALICE, to="new@acme.fr", flags=frozenset({"bounce"}))
     pol = policy(auto_create="sent")
-    assert matcher.contacts_to_create([ThreadFacts(1, (bounce,))], index(), pol) == []
-    marked = ThreadFacts(1, (msg(1, ALICE, to="new@acme.fr"),), (Mark("any", 0, True),))
+    assert matcher.contacts_to_create([ThreadMatchFacts(1, (bounce,))], index(), pol) == []
+    marked = ThreadMatchFacts(1, (msg(1, ALICE, to="new@acme.fr"),), (Mark("any", 0, True),))
     assert matcher.contacts_to_create([marked], index(), pol) == []
 
 

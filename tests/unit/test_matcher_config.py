@@ -31,8 +31,9 @@ def test_defaults_and_policy() -> None:
     policy = linking.policy_for(cfg)
     assert policy.opportunity_pattern.flags & re.IGNORECASE
     assert policy.opportunity_pattern.search("Re: [opp-2041] devis")
-    assert {"alice@example.com", "a.martin@example.com"} <= policy.own_addresses
-    assert policy.own_domains == frozenset({"example.com"})
+    assert {"alice@example.com", "a.martin@example.com"} <= policy.identity.addresses
+    assert policy.identity.domains == frozenset({"example.com"})
+    assert linking.policy_for(cfg) is policy  # made once per configuration object
 
 
 def test_values_are_normalised() -> None:
@@ -70,7 +71,7 @@ strip_plus_addressing = false
     ],
 )
 def test_errors_name_the_key_and_the_fix(body: str, key: str, words: str) -> None:
-    with pytest.raises(config.ConfigErrors) as err:
+    with pytest.raises(config.ConfigFileError) as err:
         config.loads(USERS + "[matcher]\n" + body + "\n")
     [problem] = err.value.errors
     assert problem.key == key

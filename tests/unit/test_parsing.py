@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import time_machine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -197,8 +198,10 @@ def test_dates(
 
 
 def test_future_date_without_provider_is_checked_against_now() -> None:
-    future = (datetime.now(UTC) + timedelta(days=30)).strftime("%a, %d %b %Y %H:%M:%S +0000")
-    msg = parsed(build(BASE + f"Date: {future}\n"))
+    now = datetime(2026, 12, 5, 23, 30, tzinfo=UTC)
+    future = (now + timedelta(days=30)).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    with time_machine.travel(now, tick=False):
+        msg = parsed(build(BASE + f"Date: {future}\n"))
     assert msg.date is None and msg.date_source == "none"
     assert "date_in_future" in msg.defects
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from mailmanager.config import identity, reminder_kinds
 from mailmanager.reminders import businesstime as bt
 from mailmanager.reminders import plan, rules
 
@@ -15,8 +16,7 @@ BOB = rules.UserRules(2, "bob@example.com", CAL)
 USERS = {"alice@example.com": ALICE, "bob@example.com": BOB}
 BY_ID = {1: ALICE, 2: BOB}
 ORG = rules.OrgRules(
-    frozenset((*rules.THREAD_KINDS, "awaiting_reply", "needs_response")),
-    org_domains=frozenset({"example.com"}),
+    frozenset(reminder_kinds.THREAD), identity=identity.Identity.build(domains=["example.com"])
 )
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)  # Monday
 
@@ -27,7 +27,7 @@ def msg(i: int, frm: str, to: tuple[str, ...], hours: float, **kw: object) -> ru
 
 
 def wants(*messages: rules.MessageFact, org: rules.OrgRules = ORG, **kw: object) -> list[str]:
-    facts = rules.ThreadFacts(1, tuple(messages), **kw)  # type: ignore[arg-type]
+    facts = rules.ThreadReminderFacts(1, tuple(messages), **kw)  # type: ignore[arg-type]
     return [f"{w.kind}:{w.cycle}" for w in rules.thread_wants(facts, USERS, org, {})[0]]
 
 
@@ -55,7 +55,7 @@ def test_reply_from_another_address_of_the_same_contact() -> None:
     ours = msg(1, "alice@example.com", ("jean@acme.fr",), 0)
     other = msg(2, "jean.dupont@gmail.com", ("alice@example.com",), 5)
     ident = {"jean@acme.fr": rules.Identity(7), "jean.dupont@gmail.com": rules.Identity(7)}
-    no_company = rules.OrgRules(ORG.rules, ORG.org_domains, reply_from_company=False)
+    no_company = rules.OrgRules(ORG.rules, ORG.identity, reply_from_company=False)
     assert wants(ours, other, org=no_company, identities=ident) == ["needs_response:2"]
     assert wants(ours, other, org=no_company) == ["awaiting_reply:1", "needs_response:2"]
 

@@ -17,7 +17,7 @@ name = "Alice"
 
 
 def errors_of(text: str) -> dict[str, config.schema.spi.ConfigError]:
-    with pytest.raises(config.ConfigErrors) as info:
+    with pytest.raises(config.ConfigFileError) as info:
         config.loads(text)
     return {e.key: e for e in info.value.errors}
 

@@ -30,8 +30,8 @@ answer 401; `reset_folder` expires delta state; `inject` puts a raw entry in the
 delta round; `delete_on_fetch` deletes a message when its `$value` is asked (404);
 `hide_content` makes `$value` 404 while the message stays. `calls` counts requests by
 route; `inflight_max` records the most concurrent `$value` requests. Run as a script
-(`python -m tests.fakes.graph_server --messages FILE`) it serves a bulk mailbox from its
-own process, for the benchmark.
+(`python -m mailmanager.testing.fakes.graph_server --messages FILE`) it serves a bulk
+mailbox from its own process, for the benchmark.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
-"""Pieces the connector benchmarks share."""
+"""Pieces the connector benchmarks share (`benchmarks/*_sync.py`)."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+
+from mailmanager import spi
 
 
-def full_fetch(conn: Any, limit: int = 200) -> dict[str, float]:
+def full_fetch(conn: spi.Connector, limit: int = 200) -> dict[str, float]:
     """Read every folder of `conn` from scratch; count messages and bytes, time it.
 
     `cpu_us` is the process CPU per message, `loop_cpu` the process CPU of the whole loop.

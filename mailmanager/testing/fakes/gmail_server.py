@@ -20,8 +20,9 @@ and google-auth to run against it unchanged:
 Faults: `fail(match, status, ...)` answers the next requests whose path contains `match`
 with an error (inside a batch too, part by part); `expire_tokens()` makes every access
 token answer 401; `corrupt_raw` and `omit_from_batch` produce malformed items. `calls`
-counts requests by route. Run as a script (`python -m tests.fakes.gmail_server --bulk N`)
-it serves a synthetic mailbox from its own process, for the benchmark.
+counts requests by route. Run as a script
+(`python -m mailmanager.testing.fakes.gmail_server --bulk N`) it serves a synthetic mailbox
+(`bulkmail.synthetic_message`) from its own process, for the benchmark.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from mailmanager.testing import bulkmail
 
 READONLY = "https://www.googleapis.com/auth/gmail.readonly"
 METADATA = "https://www.googleapis.com/auth/gmail.metadata"
@@ -714,13 +717,10 @@ def main() -> None:
     ap.add_argument("--bulk", type=int, default=20_000)
     ap.add_argument("--size", type=int, default=15_000, help="average message size in bytes")
     args = ap.parse_args()
-    sys.path.insert(0, ".")
-    from benchmarks.gmail_sync import synthetic_message  # the benchmark's message generator
-
     fake = GmailFake()
     for i in range(args.bulk):
         labels = ("SENT",) if i % 4 == 0 else ("INBOX", "UNREAD") if i % 3 else ("INBOX",)
-        raw = functools.partial(synthetic_message, i, args.size)
+        raw = functools.partial(bulkmail.synthetic_message, i, args.size)
         fake.append(raw, labels, thread_id=f"t{i // 3:015x}")
     client_id, _ = fake.register_client()
     creds = {

@@ -6,9 +6,11 @@ waits for them to answer. Users are free: a static passdb accepts any user name 
 password `PASSWORD`, so a random user name isolates a test (each user gets its own Maildir
 under `root/home/<user>`).
 
-Recipe and caveats: /work/shared/notes/protocols.md §10.1 (verified on Dovecot 2.3.19) and
-§10.2 (Dovecot 2.4, not verified: the 2.4 template follows the upgrade guide and is validated
-with `dovecot -n` before starting, so a wrong key fails loudly instead of hanging).
+The Dovecot 2.3 config is verified on Dovecot 2.3.19. Dovecot 2.4 does not load 2.3
+configs, so 2.4 gets its own template, written from the upgrade guide
+(https://doc.dovecot.org/2.4.0/installation/upgrade/2.3-to-2.4.html) and not verified on
+a 2.4 server: it is validated with `dovecot -n` before starting, so a wrong key fails loudly
+instead of hanging.
 
 Run as root, Dovecot refuses to run its login processes as root, so the master runs as
 `nobody:nogroup`; as another user it runs as that user.
@@ -39,7 +41,8 @@ from imapclient import IMAPClient
 
 PASSWORD = "secret"
 # The capability line of the "fallback" instance: what Dovecot 2.3 advertises minus
-# CONDSTORE, QRESYNC (and ESEARCH etc.), per protocols.md §10.1.
+# CONDSTORE, QRESYNC (and ESEARCH etc.). Set as `imap_capability`, Dovecot 2.3.19 then
+# advertises neither CONDSTORE nor QRESYNC (verified).
 NO_CONDSTORE_CAPABILITY = (
     "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE UIDPLUS UNSELECT MOVE SPECIAL-USE"
 )
@@ -194,7 +197,7 @@ lmtp_save_to_detail_mailbox = no
 {capability_block}
 """
 
-# Dovecot 2.4 (NOT verified on this machine, see protocols.md §10.2): renamed settings
+# Dovecot 2.4 (NOT verified on a 2.4 server): renamed settings
 # (auth_allow_cleartext, mail_driver/mail_path, ssl_server_*_file, listener `listen`) and
 # named passdb/userdb blocks, per doc.dovecot.org/2.4.0/installation/upgrade/2.3-to-2.4.html.
 _CONF_24 = """\
@@ -574,7 +577,7 @@ class DovecotServer:
         if folder != "INBOX":
             # Maildir++ marks a folder with this file; Dovecot lists it without, too.
             (base / "maildirfolder").touch()
-        stamp = int(time.time())
+        stamp = int(time.time())  # wall clock: a unique stamp
         count = 0
         for raw in messages:
             data = raw.replace(b"\r\n", b"\n")

@@ -1,4 +1,8 @@
-"""What reminders read in a message's text (French and English heuristics).
+"""What a message's text says about replies (French and English heuristics), for reminders.
+
+The parser reads these once, when a message is synced (`parsing.ParsedMessage.text_facts`),
+and ingest stores them on the message: a reminder evaluation reads no body (but those of
+messages stored before it did, `reminders.facts`).
 
 - `new_text`: the part of a body the sender wrote, without the quoted message, the
   attribution line above it ("Le ... a écrit :", "On ... wrote:", Outlook's "De : / From:"
@@ -11,6 +15,7 @@
 - `return_date`: the day an out-of-office correspondent is back ("de retour le 23
   novembre", "absent jusqu'au 27/11", "back on November 23", "returning 11/27"). An end
   date ("jusqu'au", "until", "du ... au ...") means back the day after.
+- `text_facts`: what the reminder rules read in one message (`TextFacts`).
 
 These are heuristics on purpose: the decision that a message is a reply at all rests on
 headers and threading, never on this text.
@@ -18,26 +23,32 @@ headers and threading, never on this text.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-_QUOTE_START = [
-    re.compile(r"^\s*(?:on|le)\b.{0,300}\b(?:wrote|a écrit|a ecrit)\s*:\s*$", re.I),
-    re.compile(
-        r"^\s*-{2,}\s*(?:original message|message d'origine|mail original|forwarded message|"
-        r"message transféré|courriel original)\s*-{2,}",
-        re.I,
+# Where the sender's text ends: an attribution line, an original or forwarded message, a
+# rule above Outlook's header block, a mobile signature, or the "-- " signature delimiter
+# (one pattern, so each line is tried once).
+_ATTRIBUTION = r"^\s*(?:on|le)\b.{0,300}\b(?:wrote|a écrit|a ecrit)\s*:\s*$"
+_TEXT_END = re.compile(
+    "|".join(
+        f"(?:{p})"
+        for p in (
+            _ATTRIBUTION,
+            r"^\s*-{2,}\s*(?:original message|message d'origine|mail original|forwarded message|"
+            r"message transféré|courriel original)\s*-{2,}",
+            r"^\s*_{8,}\s*$",
+            r"^\s*(?:sent from my|envoyé de mon|envoyé depuis|get outlook for)\b",
+            r"^--\s*$",
+        )
     ),
-    re.compile(r"^\s*_{8,}\s*$"),
-    re.compile(r"^\s*(?:sent from my|envoyé de mon|envoyé depuis|get outlook for)\b", re.I),
-]
+    re.I,
+)
+_WRAPPED_ATTRIBUTION = re.compile(_ATTRIBUTION, re.I)
 _HEADER_BLOCK = re.compile(r"^\s*\*?(?:from|de)\s*:\*?\s+\S", re.I)
 _HEADER_NEXT = re.compile(r"^\s*\*?(?:sent|envoyé|date|to|à|subject|objet|cc)\s*:", re.I)
-_SIGNATURE = re.compile(r"^--\s*$")
 
 
 def new_text(body: str) -> str:
@@ -45,10 +56,12 @@ def new_text(body: str) -> str:
     lines = body.replace("\r\n", "\n").split("\n")
     kept: list[str] = []
     for i, line in enumerate(lines):
-        joined = line + " " + (lines[i + 1] if i + 1 < len(lines) else "")
-        if _SIGNATURE.match(line) or any(p.match(line) for p in _QUOTE_START):
+        if _TEXT_END.match(line):
             break
-        if any(p.match(joined.strip()) for p in _QUOTE_START[:1]) and "@" in joined:
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        if ("@" in line or "@" in following) and _WRAPPED_ATTRIBUTION.match(
+            (line + " " + following).strip()
+        ):
             break  # an attribution line wrapped after the address
         if _HEADER_BLOCK.match(line) and any(_HEADER_NEXT.match(n) for n in lines[i + 1 : i + 4]):
             break
@@ -153,6 +166,7 @@ _CLOSERS = sorted(
 )
 _CLOSER_RE = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(c) for c in _CLOSERS) + r")(?!\w)")
 _WORD = re.compile(r"[^\W\d_]+")
+_CLOSER_WORDS = frozenset(w for c in _CLOSERS for w in _WORD.findall(c))
 
 # Courtesy formulas that look like requests but expect nothing.
 _SOFT = re.compile(
@@ -162,7 +176,9 @@ _SOFT = re.compile(
     r"please find|please see|veuillez trouver|please note|"
     r"pour toute (?:question|information))[^.!?\n]*[.!?]?"
 )
-_URL = re.compile(r"(?:https?://|www\.)\S+|\S+@\S+")
+# Links and addresses. An address is tried only where a word starts: `\S+@\S+` tried at every
+# position rescans each word to its end; from a word's start it finds the same matches.
+_URL = re.compile(r"(?:https?://|www\.)\S+|(?<!\S)\S+@\S+")
 _REQUESTS = re.compile(
     r"(?<!\w)(?:"
     # French
@@ -199,6 +215,14 @@ def is_pure_closer(text: str) -> bool:
     folded = _fold(text)
     if not folded or "?" in folded:
         return False
+    # A formula covers whole words, so a word no formula has always stays: with more than
+    # three of them the answer is known without trying every formula everywhere.
+    others = 0
+    for word in _WORD.finditer(folded):
+        if word.group() not in _CLOSER_WORDS:
+            others += 1
+            if others > 3:
+                return False
     rest, found = _CLOSER_RE.subn(" ", folded)
     return found > 0 and len(_WORD.findall(rest)) <= 3
 
@@ -219,22 +243,6 @@ def expectation(body: str, calendar_reply: bool = False) -> Expectation:
     if has_request(text):
         return Expectation(True, "question or request")
     return Expectation(False, "no question or request")
-
-
-def is_calendar_reply(raw: bytes) -> bool:
-    """True when the message carries an iCalendar METHOD:REPLY (an invitation accepted,
-    declined or tentatively accepted; RFC 5546 §3.2.3)."""
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    for part in msg.walk():
-        ctype = part.get_content_type()
-        if ctype not in ("text/calendar", "application/ics"):
-            continue
-        if str(part.get_param("method", "")).upper() == "REPLY":
-            return True
-        payload = part.get_payload(decode=True)
-        if isinstance(payload, bytes) and re.search(rb"(?im)^METHOD:\s*REPLY\s*$", payload):
-            return True
-    return False
 
 
 # --- out-of-office return dates -------------------------------------------------------------
@@ -368,3 +376,24 @@ def return_date(body: str, received: datetime) -> date | None:
         if plausible and (best is None or min(plausible) > best):
             best = min(plausible)
     return best
+
+
+# --- what the reminder rules read --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextFacts:
+    """What was read in a message's body: whether it expects a reply, and for an absence
+    notice the day its sender is back. `TextFacts()` means nothing was read."""
+
+    expectation: Expectation | None = None
+    return_date: date | None = None
+
+
+def text_facts(
+    body: str, calendar_reply: bool, out_of_office: bool, received: datetime | None
+) -> TextFacts:
+    """The facts of a message with this body: its expectation (see `expectation`), and when
+    it is an out-of-office notice received at a known time, the return date read in it."""
+    back = return_date(body, received) if out_of_office and received is not None else None
+    return TextFacts(expectation(body, calendar_reply), back)
