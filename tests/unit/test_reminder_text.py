@@ -247,3 +247,14 @@ def test_closers_are_found_as_every_formula_everywhere_finds_them(
 ) -> None:
     text = sep.join(words)
     assert rt.is_pure_closer(text) == _general_is_pure_closer(text)
+
+
+def test_a_long_text_is_read_at_both_ends_only() -> None:
+    """The parser runs the heuristics on every synced message: of a long text they read the
+    first and last `TEXT_BUDGET` characters, where a request opens or closes a message."""
+    filler = "Ligne de détail, sans demande.\n" * 300  # some 9,000 characters
+    assert rt.expectation("Pouvez-vous confirmer la date ?\n" + filler).expects
+    assert rt.expectation(filler + "Qu'en pensez-vous ?\n").expects
+    assert not rt.expectation(filler + "Pouvez-vous confirmer ?\n" + filler).expects
+    short = "Bonjour,\n" + "Une ligne.\n" * 20 + "Pouvez-vous confirmer ?\n" + "Une ligne.\n" * 20
+    assert rt.expectation(short).expects  # shorter than two budgets: read whole
