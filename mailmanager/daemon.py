@@ -211,8 +211,9 @@ def run_forever(
     factory: sessionmaker[Session],
     stop: threading.Event | None = None,
     on_ready: Callable[[], None] | None = None,
-) -> None:
-    """Run the timers until SIGTERM/SIGINT (or `stop` is set)."""
+) -> int | None:
+    """Run the timers until SIGTERM/SIGINT (or `stop` is set); return the signal that
+    stopped them, None when `stop` did (the caller exits 130 after a SIGINT)."""
     from apscheduler.schedulers.background import BackgroundScheduler
 
     stop = stop or threading.Event()
@@ -238,10 +239,12 @@ def run_forever(
             replace_existing=True,
         )
     _add_notification_jobs(scheduler, cfg, factory, stop, now)
+    received: list[int] = []
     if threading.current_thread() is threading.main_thread():
 
         def _handle(signum: int, _frame: FrameType | None) -> None:
             log.info("stopping", extra={"action": "signal", "signal": signum})
+            received.append(signum)
             stop.set()
 
         signal.signal(signal.SIGTERM, _handle)
@@ -267,3 +270,4 @@ def run_forever(
         watch.join_watchers(watchers)
         scheduler.shutdown(wait=True)
         log.info("daemon stopped", extra={"action": "daemon_stop"})
+    return received[0] if received else None

@@ -82,6 +82,18 @@ _ROLE_NAMES: dict[spi.FolderRole, frozenset[str]] = {
 }
 
 
+def _security_hint(security: str, port: int) -> str:
+    """What to change when `security` does not match what the server speaks on `port`."""
+    if security == "tls":
+        return (
+            f'the server did not answer TLS on port {port}: set security = "starttls" or port = 993'
+        )
+    return (
+        f"the server did not answer in plain text on port {port} (implicit TLS?): "
+        'set security = "tls" with port = 993, or use port = 143'
+    )
+
+
 class TlsError(spi.ConnectorError):
     """Raised when the server's certificate cannot be verified; `reason` says why."""
 
@@ -278,7 +290,10 @@ class ImapSession:
             self.client._imap.debug = 0
             if s.security == "starttls":
                 if not self.client.has_capability("STARTTLS"):
-                    raise spi.UnsupportedError(f"{s.host} does not offer STARTTLS on port {s.port}")
+                    raise spi.UnsupportedError(
+                        f"{s.host} does not offer STARTTLS on port {s.port}: if it offers "
+                        'implicit TLS, set security = "tls" and port = 993'
+                    )
                 self.client.starttls(context or ssl.create_default_context())
         except ssl.SSLCertVerificationError as exc:
             self.close()
@@ -293,7 +308,15 @@ class ImapSession:
             raise
         except (OSError, exceptions.IMAPClientError) as exc:
             self.close()
-            raise spi.TransientError(f"cannot connect to {s.host}:{s.port}: {exc}") from exc
+            # TLS spoken to a plain-text port reads the server's "* OK" greeting as a TLS
+            # record (WRONG_VERSION_NUMBER); plain text spoken to an implicit-TLS port waits
+            # for a greeting that never comes (a timeout). Both are settings, not outages.
+            hint = ""
+            if (s.security == "tls" and isinstance(exc, ssl.SSLError)) or (
+                s.security != "tls" and isinstance(exc, TimeoutError)
+            ):
+                hint = f"; {_security_hint(s.security, s.port)}"
+            raise spi.TransientError(f"cannot connect to {s.host}:{s.port}: {exc}{hint}") from exc
 
     def login(self) -> None:
         """Authenticate, then read capabilities and ENABLE QRESYNC/CONDSTORE when advertised.

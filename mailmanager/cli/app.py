@@ -133,6 +133,10 @@ COMMANDS = {
         "Show each mailbox's last sync and error, database counts, reminders and the outbox.",
     ),
     "threads": Lazy("mailmanager.cli.browse:threads_group", "List and show conversations."),
+    "quarantine": Lazy(
+        "mailmanager.cli.quarantine:quarantine_group",
+        "List and show the items a sync kept aside because they are not e-mail messages.",
+    ),
     "messages": Lazy("mailmanager.cli.browse:messages_group", "Inspect stored messages."),
     # CRM records
     "companies": Lazy(
@@ -148,7 +152,7 @@ COMMANDS = {
     ),
     "import": Lazy(
         "mailmanager.cli.crm:import_cmd",
-        "Import companies, contacts or opportunities from a CSV file (Excel exports welcome).",
+        "Import companies, contacts or opportunities from a CSV file or an Excel workbook.",
     ),
     "export": Lazy(
         "mailmanager.cli.crm:export_cmd",

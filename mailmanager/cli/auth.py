@@ -9,12 +9,14 @@ consent page.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config as config_mod
-from mailmanager import registry, spi
+from mailmanager import spi
 from mailmanager.cli.app import EXIT_CONFIG, EXIT_FAILED, State, database, fail
 from mailmanager.db import store, tokens
 from mailmanager.services import queries
@@ -29,8 +31,7 @@ def auth(state: State, mailbox: str) -> None:
     with database(state) as factory:
         try:
             mb = cfg.mailbox(mailbox)
-            cls = registry.load(mb.connector, key=f"mailboxes.{mailbox}.connector")
-            connector = cls(tokens.connector_config(cfg, mb, factory))
+            connector = tokens.build_connector(cfg, mb, factory)
         except (spi.ConfigError, config_mod.ConfigFileError) as exc:
             fail(str(exc), EXIT_CONFIG)
         try:
@@ -61,26 +62,76 @@ def mailbox_group() -> None:
 def mailbox_test(state: State, name: str) -> None:
     """Connect to mailbox NAME step by step (reach, TLS, login, folders) and diagnose failures."""
     cfg = state.config()
-    with database(state) as factory:
+    try:
+        mb = cfg.mailbox(name)
+    except spi.ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    with database_if_any(state) as (factory, note):
         try:
-            mb = cfg.mailbox(name)
-            cls = registry.load(mb.connector)
-            connector = cls(tokens.connector_config(cfg, mb, factory))
+            steps = connection_steps(cfg, mb, factory, note)
         except (spi.ConfigError, config_mod.ConfigFileError) as exc:
-            fail(str(exc), EXIT_CONFIG)
-        try:
-            steps = list(connector.check())
-            if all(s.ok for s in steps):
-                steps += _cursor_steps(connector, factory, mb.name)
-        except spi.ConfigError as exc:  # e.g. a token store without its secret key
-            fail(str(exc), EXIT_CONFIG)
-        finally:
-            connector.close()
+            fail(f"configuration error in {state.config_file}:\n{exc}", EXIT_CONFIG)
     for step in steps:
-        mark = "ok  " if step.ok else "FAIL"
-        click.echo(f"[{mark}] {step.step}" + (f": {step.detail}" if step.detail else ""))
+        click.echo(format_step(step))
     if not all(s.ok for s in steps):
         sys.exit(EXIT_FAILED)
+
+
+def format_step(step: spi.CheckStep, indent: str = "") -> str:
+    mark = "ok  " if step.ok else "FAIL"
+    return f"{indent}[{mark}] {step.step}" + (f": {step.detail}" if step.detail else "")
+
+
+@contextmanager
+def database_if_any(state: State) -> Iterator[tuple[sessionmaker[Session] | None, str]]:
+    """The database, for stored tokens and cursors, without requiring its schema to be
+    current (testing a connection needs no migration): (factory, "") when it is current;
+    (factory or None, why the cursor step is skipped) otherwise. The factory is None when
+    the database cannot be opened or has no mailmanager tables at all."""
+    cfg = state.config()
+    try:
+        url = cfg.database.url_with_secret()
+    except config_mod.ConfigFileError as exc:
+        fail(f"configuration error in {state.config_file}:\n{exc}", EXIT_CONFIG)
+    engine = store.make_engine(url)
+    factory: sessionmaker[Session] | None = store.session_factory(engine)
+    note = ""
+    try:
+        try:
+            store.check_schema(engine, state.config_hint())
+        except store.SchemaError as exc:
+            note = f"skipped: {exc}"
+            if store.current_revision(engine) is None:
+                factory = None
+        except store.DatabaseError as exc:
+            factory, note = None, f"skipped: {exc}"
+        yield factory, note
+    finally:
+        engine.dispose()
+
+
+def connection_steps(
+    cfg: config_mod.Config,
+    mb: config_mod.MailboxConfig,
+    factory: sessionmaker[Session] | None,
+    note: str = "",
+) -> list[spi.CheckStep]:
+    """`mailbox test`, for `mailbox test` and `config check --connect`: build the connector
+    as a sync does (raises `ConfigFileError` / `spi.ConfigError` when the settings are
+    wrong), run its step-by-step `check()`, then try each stored cursor when `factory` is
+    given and `note` is empty (else one "cursors" step saying why they were not tried)."""
+    store_ = tokens.DbTokenStore(factory, mb.name) if factory is not None else None
+    connector = mb.build_connector(cfg.base_dir, store_)
+    try:
+        steps = list(connector.check())
+        if all(s.ok for s in steps):
+            if factory is not None and not note:
+                steps += _cursor_steps(connector, factory, mb.name)
+            else:
+                steps.append(spi.CheckStep("cursors", True, note or "skipped: no database"))
+    finally:
+        connector.close()
+    return steps
 
 
 def _cursor_steps(

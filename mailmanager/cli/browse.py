@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
+from datetime import tzinfo
 from typing import Any
 
 import click
 
+from mailmanager.cli import zones
 from mailmanager.cli.app import EXIT_FAILED, State, database, emit_json, fail
+from mailmanager.cli.terminal import safe
 from mailmanager.db import lookup, store
 from mailmanager.services import queries
 
@@ -19,7 +22,7 @@ def status(state: State, as_json: bool) -> None:
     """Show each mailbox's last sync and error, database counts, reminders and the outbox."""
     with database(state) as factory, store.session_scope(factory) as s:
         data: dict[str, Any] = {
-            "mailboxes": queries.mailbox_status(s),
+            "mailboxes": _with_config(state, queries.mailbox_status(s)),
             "totals": queries.totals(s),
             "reminders": queries.reminder_counts(s),
             "outbox": queries.outbox_backlog(s),
@@ -31,12 +34,14 @@ def status(state: State, as_json: bool) -> None:
         state_ = (
             "error" if mb["last_error"] else ("never synced" if not mb["last_sync_at"] else "ok")
         )
+        if not mb["enabled"]:
+            state_ = f"disabled (not synced; enabled = false); {state_}"
         click.echo(
             f"{mb['name']} ({mb['connector']}): {state_}; last sync {mb['last_sync_at'] or '-'}; "
             f"{mb['messages']} messages in {mb['folders']} folders"
         )
         if mb["last_error"]:
-            click.echo(f"  last error: {mb['last_error']}")
+            click.echo(f"  last error: {safe(mb['last_error'])}")
     t = data["totals"]
     click.echo(
         f"total: {t['messages']} messages, {t['threads']} threads, {t['quarantined']} quarantined"
@@ -49,6 +54,33 @@ def status(state: State, as_json: bool) -> None:
     )
 
 
+def _with_config(state: State, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stored mailboxes, each `enabled` as the configuration says now (the stored flag
+    is only updated by a sync), and the configured mailboxes never synced yet."""
+    configured = {mb.name: mb for mb in state.config().mailboxes}
+    for row in rows:
+        if row["name"] in configured:
+            row["enabled"] = configured[row["name"]].enabled
+    stored = {row["name"] for row in rows}
+    for name, mb in configured.items():
+        if name not in stored:
+            rows.append(
+                {
+                    "name": name,
+                    "connector": mb.connector,
+                    "enabled": mb.enabled,
+                    "last_sync_at": None,
+                    "last_success_at": None,
+                    "synced_until": None,
+                    "last_error": None,
+                    "folders": 0,
+                    "messages": 0,
+                    "quarantined": 0,
+                }
+            )
+    return sorted(rows, key=lambda row: str(row["name"]))
+
+
 @click.group("threads")
 def threads_group() -> None:
     """List and show conversations."""
@@ -58,10 +90,16 @@ def threads_group() -> None:
 @click.option("--limit", default=30, show_default=True, help="How many threads.")
 @click.option("--mailbox", "-m", metavar="NAME", help="Only threads with mail in this mailbox.")
 @click.option("--search", "-s", metavar="TEXT", help="Only subjects containing TEXT.")
+@zones.tz_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def threads_list(
-    state: State, limit: int, mailbox: str | None, search: str | None, as_json: bool
+    state: State,
+    limit: int,
+    mailbox: str | None,
+    search: str | None,
+    tz_name: str | None,
+    as_json: bool,
 ) -> None:
     """The most recently active threads first."""
     with database(state) as factory, store.session_scope(factory) as s:
@@ -69,34 +107,41 @@ def threads_list(
     if as_json:
         emit_json([r.__dict__ for r in rows])
         return
+    tz = zones.for_mailboxes(state.config(), [mailbox] if mailbox else [], tz_name)
     for r in rows:
-        last = (r.last_at or "-")[:16]
+        last = zones.show(r.last_at, tz)
         click.echo(
-            f"{r.id:>6}  {last:<16}  {r.message_count:>3} msg  "
-            f"{r.last_direction or '-':<8}  {r.subject[:60]}"
+            f"{r.id:>6}  {last:<22}  {r.message_count:>3} msg  "
+            f"{r.last_direction or '-':<8}  {safe(r.subject)[:60]}"
         )
 
 
 @threads_group.command("show")
 @click.argument("thread_id", type=int)
+@zones.tz_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def threads_show(state: State, thread_id: int, as_json: bool) -> None:
-    """One thread and its messages in order."""
+def threads_show(state: State, thread_id: int, tz_name: str | None, as_json: bool) -> None:
+    """One thread and its messages in order, each with its id (for `explain MESSAGE`)."""
     with database(state) as factory, store.session_scope(factory) as s:
         data = queries.thread_detail(s, thread_id)
+        mailboxes = queries.thread_mailboxes(s, thread_id) if data is not None else []
     if data is None:
         fail(f"no thread {thread_id}; see `mailmanager threads list`", EXIT_FAILED)
     if as_json:
         emit_json(data)
         return
-    click.echo(f"thread {data['id']}: {data['subject']} ({data['message_count']} messages)")
+    tz = zones.for_mailboxes(state.config(), mailboxes, tz_name)
+    click.echo(f"thread {data['id']}: {safe(data['subject'])} ({data['message_count']} messages)")
     for m in data["messages"]:
         tags = f" [{', '.join(m['classification'])}]" if m["classification"] else ""
-        click.echo(f"  {(m['sent_at'] or '-')[:16]}  {m['direction']:<8} {m['from']}{tags}")
-        click.echo(f"      {m['subject'][:70]}")
+        click.echo(
+            f"  #{m['id']:<6} {zones.show(m['sent_at'], tz)}  {m['direction']:<8} "
+            f"{safe(m['from'])}{tags}"
+        )
+        click.echo(f"          {safe(m['subject'])[:70]}")
         if m["snippet"]:
-            click.echo(f"      {m['snippet'][:100]}")
+            click.echo(f"          {safe(m['snippet'])[:100]}")
 
 
 @click.group("messages")
@@ -108,8 +153,9 @@ def messages_group() -> None:
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--raw", is_flag=True, help="Print the raw RFC 822 bytes as stored.")
+@zones.tz_option
 @click.pass_obj
-def messages_show(state: State, ref: str, as_json: bool, raw: bool) -> None:
+def messages_show(state: State, ref: str, as_json: bool, raw: bool, tz_name: str | None) -> None:
     """A message by database id or Message-ID: headers, participants, where it lives."""
     with database(state) as factory, store.session_scope(factory) as s:
         message = lookup.find_message(s, ref)
@@ -125,25 +171,30 @@ def messages_show(state: State, ref: str, as_json: bool, raw: bool) -> None:
     if as_json:
         emit_json(detail)
         return
-    _print_message(detail)
+    mailboxes = [loc["mailbox"] for loc in detail["locations"]]
+    _print_message(detail, zones.for_mailboxes(state.config(), mailboxes, tz_name))
 
 
-def _print_message(detail: dict[str, Any]) -> None:
+def _print_message(detail: dict[str, Any], tz: tzinfo) -> None:
     for key in ("id", "message_id", "thread_id", "sent_at", "direction", "from", "subject"):
-        click.echo(f"{key:>12}: {detail[key]}")
+        value = zones.show(detail[key], tz) if key == "sent_at" else detail[key]
+        click.echo(f"{key:>12}: {safe(value)}")
     for p in detail["participants"]:
         click.echo(
-            f"{p['role']:>12}: {p['name']} <{p['email']}>"
+            f"{p['role']:>12}: {safe(p['name'])} <{safe(p['email'])}>"
             if p["name"]
-            else f"{p['role']:>12}: {p['email']}"
+            else f"{p['role']:>12}: {safe(p['email'])}"
         )
     if detail["classification"]:
         click.echo(f"{'class':>12}: {', '.join(detail['classification'])}")
     for loc in detail["locations"]:
-        click.echo(f"{'location':>12}: {loc['mailbox']} / {loc['folder']} ({loc['provider_id']})")
+        click.echo(
+            f"{'location':>12}: {loc['mailbox']} / {safe(loc['folder'])} "
+            f"({safe(loc['provider_id'])})"
+        )
     if detail["attachments"]:
         for name, ctype, size in detail["attachments"]:
-            click.echo(f"{'attachment':>12}: {name} ({ctype}, {size} bytes)")
+            click.echo(f"{'attachment':>12}: {safe(name)} ({safe(ctype)}, {size} bytes)")
     if detail["defects"]:
         click.echo(f"{'defects':>12}: {' '.join(detail['defects'])}")
-    click.echo(f"{'snippet':>12}: {detail['snippet']}")
+    click.echo(f"{'snippet':>12}: {safe(detail['snippet'])}")

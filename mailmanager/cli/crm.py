@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -19,6 +20,7 @@ import click
 from sqlalchemy.orm import Session
 
 from mailmanager.cli.app import EXIT_FAILED, State, database, emit_json, fail
+from mailmanager.cli.terminal import safe
 from mailmanager.crm import csvformat as fmt
 from mailmanager.crm import csvio, dedupe, opportunities
 from mailmanager.crm import records as crm
@@ -48,7 +50,10 @@ def _owner_id(session: Session, state: State, owner: str | None) -> int | None:
 
 def _print_contact(v: crmviews.ContactView) -> None:
     company = f"  [{v.company}]" if v.company else ""
-    click.echo(f"{v.id:>6}  {v.name or '-':<28} {', '.join(v.emails):<40} {v.status}{company}")
+    click.echo(
+        f"{v.id:>6}  {safe(v.name) or '-':<28} {safe(', '.join(v.emails)):<40} "
+        f"{v.status}{safe(company)}"
+    )
 
 
 def _print_opportunity(v: crmviews.OpportunityView) -> None:
@@ -62,36 +67,64 @@ def _print_opportunity(v: crmviews.OpportunityView) -> None:
 # --- import / export -------------------------------------------------------------------------
 
 
-@click.command("import")
+def _import_help() -> str:
+    """The help of `import`, with the headers each kind accepts (`csvformat`'s table)."""
+    lines = [
+        "Import companies, contacts or opportunities from a CSV file or an Excel workbook.",
+        "",
+        "CSV: delimiter (; , or tab) and encoding (UTF-8 with or without BOM, Windows-1252)",
+        "are detected. Excel (.xlsx, recognised by its content whatever its name): the first",
+        "sheet, or --sheet NAME. Headers may be French or English; case, accents and",
+        "punctuation do not matter. Minimal columns: companies `name,domains`; contacts",
+        "`first_name,last_name,email,company,owner`; opportunities",
+        "`reference,title,company,contacts,owner,stage,amount,created_at,closed_at`.",
+        "Several addresses or domains in one cell are separated by",
+        "`|` (or `;` in a comma-separated file). Records are matched by external id or address",
+        "(contacts), name (companies) or reference (opportunities) and updated; contacts that",
+        "turn out to share an address are merged. A won or lost opportunity should come with",
+        "its creation and close dates: without them, mail is linked to it only by a subject",
+        "tag or by hand. If any row is wrong, nothing is imported and each error is listed",
+        "with its line number (exit code 1).",
+        "",
+        "\b",
+        "Accepted headers (required: companies name; contacts email; opportunities title or",
+        "reference). close_date is the real close date of a won or lost opportunity, the",
+        "expected one of an open one. Dates: 2026-03-31 or 31/03/2026.",
+    ]
+    for kind in csvio.KINDS:
+        lines.append(f"{kind}:")
+        for name, aliases in fmt.accepted_headers(kind):
+            text = f"{name}: {', '.join(aliases)}"
+            lines.extend(textwrap.wrap(text, 78, initial_indent="  ", subsequent_indent="      "))
+    return "\n".join(lines)
+
+
+@click.command("import", help=_import_help())
 @click.argument("kind", type=KIND)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--sheet", help="The sheet of an Excel workbook to read (default: the first).")
 @click.option("--dry-run", is_flag=True, help="Check every row and report; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
-def import_cmd(state: State, kind: str, file: Path, dry_run: bool, as_json: bool) -> None:
-    """Import companies, contacts or opportunities from a CSV file (Excel exports welcome).
-
-    Delimiter (; , or tab) and encoding (UTF-8 with or without BOM, Windows-1252) are
-    detected; headers may be French or English. Minimal columns: companies `name,domains`;
-    contacts `first_name,last_name,email,company,owner`; opportunities
-    `reference,title,company,contacts,owner,stage,amount`. Several addresses or domains in
-    one cell are separated by `|` (or `;` in a comma-separated file). Records are matched by
-    external id or address (contacts), name (companies) or reference (opportunities) and
-    updated; contacts that turn out to share an address are merged. If any row is wrong,
-    nothing is imported and each error is listed with its line number (exit code 1).
-    """
+def import_cmd(
+    state: State, kind: str, file: Path, sheet: str | None, dry_run: bool, as_json: bool
+) -> None:
     with _session(state, write=True) as session:
         report = csvio.import_csv(
-            session, state.config(), kind, file.read_bytes(), dry_run=dry_run, actor=ACTOR
+            session, state.config(), kind, file.read_bytes(), dry_run, ACTOR, sheet
         )
     if as_json:
         emit_json(dataclasses.asdict(report))
     else:
         delim = {"\t": "tab"}.get(report.delimiter, report.delimiter)
+        source = (
+            "Excel workbook"
+            if report.encoding == "xlsx"
+            else f"delimiter {delim!r}, {report.encoding}"
+        )
         click.echo(
             f"{kind}: {report.rows} rows: {report.created} created, {report.updated} updated, "
-            f"{report.unchanged} unchanged, {report.merged} merged "
-            f"(delimiter {delim!r}, {report.encoding})"
+            f"{report.unchanged} unchanged, {report.merged} merged ({source})"
         )
         for column in report.ignored_columns:
             click.echo(f"  ignored column: {column}")
@@ -208,7 +241,7 @@ def companies_show(state: State, ref: str, as_json: bool) -> None:
     for o in deals:
         _print_opportunity(o)
     for m in recent:
-        click.echo(f"  {(m['sent_at'] or '-')[:16]}  {m['direction']:<8} {m['subject'][:60]}")
+        click.echo(f"  {(m['sent_at'] or '-')[:16]}  {m['direction']:<8} {safe(m['subject'])[:60]}")
 
 
 # --- contacts ----------------------------------------------------------------------------------
@@ -298,14 +331,14 @@ def contacts_show(state: State, ref: str, as_json: bool) -> None:
     if as_json:
         emit_json(data)
         return
-    click.echo(f"contact #{view.id} {view.name or '-'}  {', '.join(view.emails)}")
+    click.echo(f"contact #{view.id} {safe(view.name) or '-'}  {safe(', '.join(view.emails))}")
     for key in ("company", "owner", "status", "phone", "title", "source", "external_id"):
         if data[key]:
             click.echo(f"  {key}: {data[key]}")
     for o in deals:
         _print_opportunity(o)
     for m in recent:
-        click.echo(f"  {(m['sent_at'] or '-')[:16]}  {m['direction']:<8} {m['subject'][:60]}")
+        click.echo(f"  {(m['sent_at'] or '-')[:16]}  {m['direction']:<8} {safe(m['subject'])[:60]}")
 
 
 @contacts_group.command("merge")
@@ -450,7 +483,7 @@ def opportunities_show(state: State, ref: str, as_json: bool) -> None:
     for p in people_views:
         _print_contact(p)
     for m in recent:
-        click.echo(f"  {(m['sent_at'] or '-')[:16]}  {m['direction']:<8} {m['subject'][:60]}")
+        click.echo(f"  {(m['sent_at'] or '-')[:16]}  {m['direction']:<8} {safe(m['subject'])[:60]}")
 
 
 @opportunities_group.command("close")

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from mailmanager import config as config_mod
 from mailmanager.cli.app import EXIT_CONFIG, EXIT_FAILED, State, database, emit_json, fail
+from mailmanager.cli.terminal import safe
 from mailmanager.db import store
 from mailmanager.services import curation
 
@@ -133,10 +134,10 @@ def review_list(state: State, everything: bool, as_json: bool) -> None:
     if not items:
         click.echo("nothing to review")
     for it in items:
-        click.echo(f"#{it['id']} thread #{it['thread_id']} [{it['status']}] {it['subject']}")
-        click.echo(f"    {it['explanation']}")
+        click.echo(f"#{it['id']} thread #{it['thread_id']} [{it['status']}] {safe(it['subject'])}")
+        click.echo(f"    {safe(it['explanation'])}")
         for c in it["candidates"]:
-            click.echo(f"    - {c['label']}")
+            click.echo(f"    - {safe(c['label'])}")
 
 
 @review_group.command("accept")
@@ -195,9 +196,10 @@ def suggestions_list(state: State, everything: bool, limit: int, as_json: bool) 
         emit_json(items)
         return
     for it in items:
-        company = f" ({it['company']})" if it["company"] else ""
+        company = f" ({safe(it['company'])})" if it["company"] else ""
         click.echo(
-            f"{it['email']:<40} {it['name'][:30]:<30}{company} {it['messages']} messages, "
+            f"{safe(it['email']):<40} {safe(it['name'])[:30]:<30}{company} "
+            f"{it['messages']} messages, "
             f"{it['sent']} sent; last {it['last_seen']}"
         )
 

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from mailmanager.cli.app import EXIT_CONFIG, EXIT_FAILED, State, database, emit_json, fail
+from mailmanager.cli.terminal import safe
 from mailmanager.db import lookup, models, store
 from mailmanager.matching import run as linking
 from mailmanager.services import curation, engagement
@@ -119,21 +120,21 @@ def explain_cmd(state: State, message: str, as_json: bool) -> None:
 
 
 def _print_explanation(data: dict[str, Any]) -> None:
-    click.echo(f"message #{data['id']} <{data['message_id']}>  thread #{data['thread_id']}")
-    click.echo(f"  {data['sent_at']}  {data['direction']}  from {data['from']}")
-    click.echo(f"  subject: {data['subject']}")
+    click.echo(f"message #{data['id']} <{safe(data['message_id'])}>  thread #{data['thread_id']}")
+    click.echo(f"  {data['sent_at']}  {data['direction']}  from {safe(data['from'])}")
+    click.echo(f"  subject: {safe(data['subject'])}")
     click.echo(f"verdict: {data['reason'] or 'not matched yet'}")
     if data["detail"]:
-        click.echo(f"  {data['detail']}")
+        click.echo(f"  {safe(data['detail'])}")
     click.echo("links:" if data["links"] else "links: none")
     for link in data["links"]:
         scope = " [whole thread]" if link["scope"] == "thread" else ""
         by = "" if link["created_by"] == linking.MATCHER else f" by {link['created_by']}"
         click.echo(
-            f"  {link['kind']:<11} {link['target']}  {link['method']} "
+            f"  {link['kind']:<11} {safe(link['target'])}  {link['method']} "
             f"{link['confidence']:.2f}{scope}{by}"
         )
-        click.echo(f"      {link['explanation']}")
+        click.echo(f"      {safe(link['explanation'])}")
     for link in data["thread_links"]:
         click.echo(
             f"thread linked by hand: {link['kind']} {link['target']} by {link['created_by']}"
@@ -146,4 +147,4 @@ def _print_explanation(data: dict[str, Any]) -> None:
         )
     if data["review"]:
         r = data["review"]
-        click.echo(f"review #{r['id']} ({r['status']}): {r['explanation']}")
+        click.echo(f"review #{r['id']} ({r['status']}): {safe(r['explanation'])}")

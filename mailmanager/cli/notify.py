@@ -14,7 +14,9 @@ import click
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config as config_mod
+from mailmanager.cli import zones
 from mailmanager.cli.app import EXIT_CONFIG, EXIT_FAILED, State, database, emit_json, fail
+from mailmanager.cli.terminal import safe
 from mailmanager.db import models, store
 from mailmanager.notify import notifier as notify
 from mailmanager.notify import outbox
@@ -50,8 +52,8 @@ def preview(state: State, user: str, now: str | None, as_html: bool) -> None:
     if rendered is None:
         click.echo(f"nothing due for {user}", err=True)
         return
-    click.echo(f"Subject: {rendered.subject}\n")
-    click.echo(rendered.html if as_html else rendered.text, nl=False)
+    click.echo(f"Subject: {safe(rendered.subject)}\n")
+    click.echo(safe(rendered.html if as_html else rendered.text, lines=True), nl=False)
 
 
 @click.group("digest")
@@ -67,12 +69,24 @@ def _flush(state: State, factory: sessionmaker[Session], now: str | None) -> out
         fail(f"configuration error:\n{exc}", EXIT_CONFIG)
 
 
-def _print_flush(report: outbox.FlushReport) -> None:
-    click.echo(
-        f"outbox: {len(report.sent)} sent, {len(report.retried)} to retry, "
-        f"{len(report.dead)} dead, {len(report.reconciled)} found already sent, "
-        f"{len(report.possible_duplicates)} possible duplicates"
-    )
+def _print_flush(state: State, report: outbox.FlushReport) -> None:
+    counts = [f"{len(report.sent)} sent"]
+    for ids, what in (
+        (report.dead, "dead"),
+        (report.reconciled, "found already sent"),
+        (report.possible_duplicates, "possible duplicates"),
+        (report.waiting, "waiting for a sync to tell whether they went out"),
+    ):
+        if ids:
+            counts.append(f"{len(ids)} {what}")
+    line = "outbox: " + ", ".join(counts)
+    if report.retry_later:
+        tz = zones.for_mailboxes(state.config(), [], None)
+        line += (
+            f"; {report.retry_later} waiting for retry at {zones.show(report.next_retry_at, tz)}"
+            + (f" (last error: {report.next_retry_error})" if report.next_retry_error else "")
+        )
+    click.echo(line)
     if report.error:
         click.echo(f"  server unreachable: {report.error}")
 
@@ -112,7 +126,7 @@ def digest_send(
         for why in report.skipped:
             click.echo(f"skipped {why}")
         if flushed is not None:
-            _print_flush(flushed)
+            _print_flush(state, flushed)
     if flushed is not None and (flushed.retried or flushed.dead or flushed.error):
         sys.exit(EXIT_FAILED)
 
@@ -139,7 +153,7 @@ def outbox_list(state: State, statuses: tuple[str, ...], limit: int, as_json: bo
         when = r["sent_at"] or r["next_attempt_at"] or "-"
         click.echo(
             f"{r['id']:>6}  {r['status']:<8} {r['attempts']:>2}x  {when[:19]:<19}  "
-            f"{r['recipient']:<28} {r['subject'][:50]}{flag}"
+            f"{r['recipient']:<28} {safe(r['subject'])[:50]}{flag}"
         )
         if r["last_error"] and r["status"] != "sent":
             click.echo(f"        last error: {r['last_error']}")
@@ -156,7 +170,7 @@ def outbox_flush(state: State, now: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(report.as_dict())
     else:
-        _print_flush(report)
+        _print_flush(state, report)
     if report.retried or report.dead or report.error:
         sys.exit(EXIT_FAILED)
 

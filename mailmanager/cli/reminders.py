@@ -15,6 +15,7 @@ import click
 
 from mailmanager.cli import app as cli
 from mailmanager.cli.lazy import Lazy, LazyGroup
+from mailmanager.cli.terminal import safe
 from mailmanager.db import configrows, models, store
 from mailmanager.reminders import actions as reminder_actions
 from mailmanager.reminders import evaluation as reminders
@@ -78,8 +79,19 @@ def list_cmd(
         esc = f" (about {r.escalated_from})" if r.escalated_from else ""
         click.echo(
             f"#{r.id:<5} {r.status:<9} {r.kind:<26} due {_iso(r.due_at)}  {r.user}{esc}  "
-            f"{where}  {r.subject or r.reason}"
+            f"{safe(where)}  {safe(r.subject or r.reason)}"
         )
+        about = [
+            f"{label}: {value}"
+            for label, value in (
+                ("contact", r.contact or r.contact_email),
+                ("company", r.company),
+                ("opportunity", r.opportunity),
+            )
+            if value
+        ]
+        if about:
+            click.echo(f"       {safe('  '.join(about))}")
 
 
 def _act(state: cli.State, action: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -128,13 +129,21 @@ def run_cmd(state: State, once: bool) -> None:
         return
     state.log_level = None
     cfg = state.config()
+    enabled = sum(1 for mb in cfg.mailboxes if mb.enabled)
+    disabled = len(cfg.mailboxes) - enabled
     with database(state, create=True) as factory:
         click.echo(
-            f"mailmanager daemon: {len(cfg.mailboxes)} mailboxes, every {cfg.sync.interval} s; "
-            "Ctrl-C to stop",
+            f"mailmanager daemon: {enabled} mailboxes, every {cfg.sync.interval} s"
+            + (f" ({disabled} disabled, not synced)" if disabled else "")
+            + "; Ctrl-C to stop",
             err=True,
         )
-        daemon.run_forever(cfg, factory)
+        try:
+            signum = daemon.run_forever(cfg, factory)
+        except KeyboardInterrupt:  # Ctrl-C before the daemon's own handler was in place
+            fail("interrupted", EXIT_INTERRUPTED)
+    if signum == signal.SIGINT:
+        sys.exit(EXIT_INTERRUPTED)  # as documented: 130 after Ctrl-C, 0 after SIGTERM
 
 
 def _run_once(state: State) -> None:

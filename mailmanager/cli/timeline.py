@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from mailmanager.cli.app import EXIT_FAILED, State, database, emit_json, fail
+from mailmanager.cli.terminal import safe
 from mailmanager.db import store
 from mailmanager.services import curation, engagement
 
@@ -42,15 +43,17 @@ def timeline_cmd(state: State, kind: str, key: str, limit: int | None, as_json: 
         emit_json({"kind": kind, "id": target.id, "label": target.label,
                    "engagement": figures, "interactions": items})  # fmt: skip
         return
-    click.echo(f"{kind} {target.label}: {len(items)} interactions")
+    click.echo(f"{kind} {safe(target.label)}: {len(items)} interactions")
     if figures:
         _print_figures(figures)
     for it in items:
         arrow = {"inbound": "<-", "outbound": "->"}.get(it["direction"], "--")
         boxes = ",".join(it["mailboxes"])
-        click.echo(f"{it['sent_at']} {arrow} {it['subject']}  [{boxes}] ({it['method']})")
+        click.echo(
+            f"{it['sent_at']} {arrow} {safe(it['subject'])}  [{safe(boxes)}] ({it['method']})"
+        )
         if it["snippet"]:
-            click.echo(f"      {it['snippet'][:120]}")
+            click.echo(f"      {safe(it['snippet'])[:120]}")
 
 
 def _print_figures(figures: dict[str, Any]) -> None:

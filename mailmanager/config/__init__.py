@@ -18,6 +18,7 @@ Adding a section is one frozen dataclass, one `SECTIONS` entry and one `Config` 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import logging
@@ -270,6 +271,38 @@ class MailboxConfig:
             raise ConfigFileError([exc]) from exc
         values = schema.resolve_options(self.options, declared, key, base_dir)
         return spi.ConnectorConfig(mailbox=self.name, values=values, base_dir=base_dir)
+
+    def build_connector(
+        self, base_dir: str, token_store: spi.TokenStore | None = None
+    ) -> spi.Connector:
+        """The mailbox's connector, built as a sync builds it, without touching the network.
+
+        Every check a sync makes before it connects happens here, in this one place, for
+        `sync`, `run`, `mailbox test` and `config check` alike: the secrets are read
+        (`connector_config`), every "path" option must exist, and the connector's
+        constructor checks its own options (e.g. IMAP refuses `security = "none"` on a
+        remote host). Raises `ConfigFileError` naming each key and its fix.
+        """
+        key = self.key or f"mailboxes.{self.name}"
+        try:
+            cls = registry.load(self.connector, key=f"{key}.connector")
+        except spi.ConfigError as exc:
+            raise ConfigFileError([exc]) from exc
+        cc = dataclasses.replace(self.connector_config(base_dir), token_store=token_store)
+        p = Problems()
+        for opt in cls.options:
+            value = cc.values.get(opt.name)
+            if opt.kind == "path" and isinstance(value, str) and not os.path.exists(value):
+                p.add(
+                    f"{key}.{opt.name}",
+                    f"{value} does not exist",
+                    f"create it, or set {opt.name} to an existing path",
+                )
+        p.raise_if_any()
+        try:
+            return cls(cc)
+        except spi.ConfigError as exc:
+            raise ConfigFileError([exc]) from exc
 
 
 @dataclass(frozen=True)
@@ -524,6 +557,29 @@ class Config:
         if problems:
             raise ConfigFileError(problems)
 
+    def check_run(self) -> None:
+        """Every check `run` makes before it connects anywhere: the database and SMTP
+        secrets, and each enabled mailbox's connector built as its sync builds it
+        (`MailboxConfig.build_connector`: secrets, paths, the connector's own rules).
+
+        Raises `ConfigFileError` listing every failure.
+        """
+        problems: list[spi.ConfigError] = []
+        for resolve in (self.database.url_with_secret, self.smtp.secrets):
+            try:
+                resolve()
+            except ConfigFileError as exc:
+                problems.extend(exc.errors)
+        for mb in self.mailboxes:
+            if not mb.enabled:
+                continue
+            try:
+                mb.build_connector(self.base_dir).close()
+            except ConfigFileError as exc:
+                problems.extend(exc.errors)
+        if problems:
+            raise ConfigFileError(problems)
+
 
 def _mailbox(table: object, cls: type, key: str, ctx: Context, p: Problems) -> Any:
     if not isinstance(table, dict):
@@ -584,7 +640,20 @@ def _check_links(values: dict[str, Any], complete: bool, p: Problems) -> None:
     for key, email, own in refs:
         if email is not None and (email not in emails or email == own):
             fix = schema.did_you_mean(email, [e for e in emails if e != own], "users")
-            p.add(key, f"{email!r} is not another user", f"{fix}; or add a [[users]] table")
+            if email == own:
+                p.add(key, f"{email!r} is this user's own address", "name another user")
+            elif key.endswith(".owner"):
+                p.add(
+                    key,
+                    f"{email!r} is not a user: a mailbox's owner must be one of the [[users]]",
+                    f"{fix}; or add a [[users]] table with email = {email!r}",
+                )
+            else:
+                p.add(
+                    key,
+                    f"{email!r} is not a user: a manager must be one of the [[users]]",
+                    f"{fix}; or add a [[users]] table with email = {email!r}",
+                )
 
 
 def _check_holidays(users: tuple[UserConfig, ...], p: Problems) -> None:
@@ -662,6 +731,28 @@ def load(path: str | os.PathLike[str]) -> Config:
         fix = "check the path and its permissions; the file must be UTF-8"
         raise schema.fail(full, f"cannot read the file: {exc}", fix) from exc
     return loads(text, base_dir=os.path.dirname(full), path=full)
+
+
+SAMPLE_MAILBOX = _EXAMPLE.parent / "examples" / "sample-mailbox"
+_SAMPLE_PATH_LINE = 'path = "examples/sample-mailbox"'
+PLACEHOLDER_PATH = "/path/to/your/Maildir-or-mbox"
+
+
+def starter_config_text() -> str:
+    """What `mailmanager init` writes: `config.example.toml`, whose sample mailbox path is
+    made absolute (the repository's `examples/sample-mailbox`), so the file runs as is
+    wherever it is written; without that folder (an installation from a wheel), a
+    placeholder path that `config check` reports with its fix.
+
+    Raises `ConfigFileError` when the example is not shipped with this installation.
+    """
+    text = default_config_text()
+    if SAMPLE_MAILBOX.is_dir():
+        target = str(SAMPLE_MAILBOX).replace("\\", "\\\\").replace('"', '\\"')
+        line = f'path = "{target}"'
+    else:
+        line = f'path = "{PLACEHOLDER_PATH}"   # CHANGE ME: a Maildir folder or an mbox file'
+    return text.replace(_SAMPLE_PATH_LINE, line, 1)
 
 
 def default_config_text() -> str:

@@ -33,50 +33,82 @@ EXPORT_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-_COMPANY = "societe entreprise company companyname compte account organisation organization"
-_COMPANY += " raisonsociale client"
-_OWNER = "proprietaire responsable owner owneremail commercial suivipar assignedto vendeur"
-_EXTERNAL = "externalid idexterne id identifiant"
-_EMAILS = "email emails mail mails courriel courriels adresseemail adressemail emailaddress"
-_EMAILS += " adressesemail adressesemails adressemails"
-# Per kind: field → header spellings after `header_key`.
+
+def header_key(text: str) -> str:
+    """Lower case, no accents, letters and digits only: "Date de clôture" → "datedecloture"."""
+    decomposed = unicodedata.normalize("NFKD", text.strip().lower())
+    return "".join(c for c in decomposed if c.isalnum() and not unicodedata.combining(c))
+
+
+# Per kind: field → the header spellings it accepts, as a user writes them (compared after
+# `header_key`). The importer maps headers with this table and `import --help` lists it.
+_COMPANY = "Société, Entreprise, Company, Company name, Compte, Account, Organisation"
+_COMPANY += ", Organization, Raison sociale, Client"
+_OWNER = "Propriétaire, Responsable, Owner, Owner e-mail, Commercial, Suivi par, Assigned to"
+_OWNER += ", Vendeur"
+_EXTERNAL = "External id, ID externe, Id, Identifiant"
+_EMAILS = "E-mail, Emails, Mail, Mails, Courriel, Courriels, Adresse e-mail, Adresse mail"
+_EMAILS += ", Email address, Adresses e-mail, Adresses emails, Adresse mails"
 _ALIASES: dict[str, dict[str, str]] = {
     "companies": {
-        "name": "name nom raisonsociale societe entreprise company companyname compte account",
-        "domains": "domains domaines domain domaine siteweb siteinternet website site web url",
-        "external_id": _EXTERNAL + " ref reference code",
+        "name": "Name, Nom, Raison sociale, Société, Entreprise, Company, Company name, Compte"
+        ", Account",
+        "domains": "Domains, Domaines, Domain, Domaine, Site web, Site internet, Website, Site"
+        ", Web, URL",
+        "external_id": _EXTERNAL + ", Ref, Référence, Code",
     },
     "contacts": {
-        "first_name": "firstname prenom givenname first",
-        "last_name": "lastname nom nomdefamille surname familyname last",
-        "full_name": "fullname nomcomplet name contact nomprenom prenomnom",
+        "first_name": "First name, Prénom, Given name, First",
+        "last_name": "Last name, Nom, Nom de famille, Surname, Family name, Last",
+        "full_name": "Full name, Nom complet, Name, Contact, Nom prénom, Prénom nom",
         "email": _EMAILS,
         "company": _COMPANY,
         "owner": _OWNER,
-        "phone": "phone telephone tel phonenumber mobile portable numerodetelephone",
-        "title": "title jobtitle fonction poste titre",
-        "status": "status statut type typedecontact",
-        "source": "source origine",
+        "phone": "Phone, Téléphone, Tél, Phone number, Mobile, Portable, Numéro de téléphone",
+        "title": "Title, Job title, Fonction, Poste, Titre",
+        "status": "Status, Statut, Type, Type de contact",
+        "source": "Source, Origine",
         "external_id": _EXTERNAL,
     },
     "opportunities": {
-        "reference": "reference ref code numero refopportunite",
-        "title": "title titre intitule nom name libelle objet opportunite opportunity affaire",
+        "reference": "Reference, Référence, Ref, Code, Numéro, Réf opportunité",
+        "title": "Title, Titre, Intitulé, Nom, Name, Libellé, Objet, Opportunité, Opportunity"
+        ", Affaire",
         "company": _COMPANY,
-        "contacts": "contacts contact " + _EMAILS,
+        "contacts": "Contacts, Contact, " + _EMAILS,
         "owner": _OWNER,
-        "stage": "stage etape statut status phase etat",
-        "pipeline_step": "pipelinestep etapepipeline etapecommerciale",
-        "amount": "amount montant montantht valeur value budget ca",
-        "currency": "currency devise monnaie",
-        "expected_close": "expectedclose closedate closingdate datedecloture "
-        "datedeclotureprevue clotureprevue echeance dateprevue",
+        "stage": "Stage, Étape, Statut, Status, Phase, État",
+        "pipeline_step": "Pipeline step, Étape pipeline, Étape commerciale",
+        "amount": "Amount, Montant, Montant HT, Valeur, Value, Budget, CA",
+        "currency": "Currency, Devise, Monnaie",
+        "expected_close": "Expected close, Date de clôture prévue, Clôture prévue, Échéance"
+        ", Date prévue",
+        # A close date: the real one of a won or lost opportunity, the expected one of an
+        # open one (CRM exports write "Date de clôture" for both).
+        "close_date": "Date de clôture, Date clôture, Clôture, Close date, Closing date",
+        "closed_at": "Closed at, Closed, Closed on, Date de fermeture, Fermée le, Clôturée le"
+        ", Date de clôture effective",
+        "created_at": "Created at, Created, Created on, Creation date, Date de création"
+        ", Date création, Créée le, Création, Date d'ouverture, Opened, Opened at",
     },
 }
 HEADERS: dict[str, dict[str, str]] = {
-    kind: {alias: name for name, aliases in fields.items() for alias in aliases.split()}
+    kind: {
+        header_key(alias): name for name, aliases in fields.items() for alias in aliases.split(",")
+    }
     for kind, fields in _ALIASES.items()
 }
+
+
+def accepted_headers(kind: str) -> list[tuple[str, tuple[str, ...]]]:
+    """(field, the headers that name it) for each field of `kind`, as `import --help` and
+    the README list them."""
+    return [
+        (name, tuple(a.strip() for a in aliases.split(",")))
+        for name, aliases in _ALIASES[kind].items()
+    ]
+
+
 _REQUIRED = {"companies": ("name",), "contacts": ("email",), "opportunities": ("title",)}
 
 _STAGES = {
@@ -89,12 +121,6 @@ _STATUSES = {"prospect": "prospect", "prospects": "prospect", "lead": "prospect"
 _STATUSES |= {"client": "client", "clients": "client", "cliente": "client", "customer": "client"}
 _FORMULA_RE = re.compile(r"[=@\t\r]|[+-].*[^0-9 .()/+-]", re.S)
 _SPLIT_RE = re.compile(r"[|;,\n]")
-
-
-def header_key(text: str) -> str:
-    """Lower case, no accents, letters and digits only: "Date de clôture" → "datedecloture"."""
-    decomposed = unicodedata.normalize("NFKD", text.strip().lower())
-    return "".join(c for c in decomposed if c.isalnum() and not unicodedata.combining(c))
 
 
 def map_header(kind: str, header: list[str]) -> tuple[dict[str, str], list[str]]:

@@ -10,7 +10,11 @@ Reading is built for what spreadsheets write, French Excel first:
   ignored; a field holding several values (addresses, domains) separates them with `|`, `;`
   or `,` (an e-mail address or a domain never contains one);
 - amounts in French ("12 500,50 €") or English ("12,500.50") notation, dates as ISO
-  (2026-03-31) or day first (31/03/2026).
+  (2026-03-31) or day first (31/03/2026); an opportunity's creation and close dates
+  ("Date de création", "Date de clôture") give the matcher its real open interval: a won or
+  lost opportunity imported without them takes mail only by subject tag or by hand;
+- Excel workbooks (.xlsx, recognised by their content, not their name): the first sheet or
+  a named one, with the same header rules (`workbook.read_rows`).
 An import is all or nothing: every row is parsed, then applied inside one SAVEPOINT (each row
 in its own nested one, so a failing row does not hide the errors of later rows); when any row
 fails, or on a dry run, everything is rolled back and the report lists each error with its
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -34,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from mailmanager import config as config_mod
 from mailmanager.crm import csvformat as fmt
-from mailmanager.crm import dedupe, opportunities
+from mailmanager.crm import dedupe, opportunities, workbook
 from mailmanager.crm import records as crm
 from mailmanager.crm import views as crmviews
 from mailmanager.db import audit, models
@@ -75,10 +79,22 @@ class Table:
     rows: tuple[tuple[int, dict[str, str]], ...]  # (first line of the record, field → value)
 
 
-def read_table(data: bytes, kind: str) -> Table:
-    """Decode, sniff and map the header of a CSV file of `kind`. Raises CsvError."""
+def read_table(data: bytes, kind: str, sheet: str | None = None) -> Table:
+    """Decode, sniff and map the header of a CSV file of `kind`, or read the first sheet (or
+    `sheet`) of an Excel workbook, recognised by its content. Raises CsvError."""
     if kind not in KINDS:
         raise CsvError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
+    if workbook.is_workbook(data):
+        try:
+            lines = workbook.read_rows(data, sheet)
+        except workbook.WorkbookError as exc:
+            raise CsvError(str(exc)) from exc
+        return _table(kind, lines, "", "xlsx")
+    refusal = workbook.not_a_table(data)
+    if refusal:
+        raise CsvError(refusal)
+    if sheet is not None:
+        raise CsvError(f"--sheet {sheet!r}: this file is CSV text, not an Excel workbook")
     text, encoding = fmt.decode(data)
     text = text.lstrip("\ufeff")
     delimiter, skip = fmt.sniff(text)
@@ -86,32 +102,48 @@ def read_table(data: bytes, kind: str) -> Table:
     for _ in range(skip):
         stream.readline()
     reader = csv.reader(stream, delimiter=delimiter)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise CsvError("the file is empty") from None
-    except csv.Error as exc:
-        raise CsvError(f"line {skip + 1}: {exc}") from exc
+
+    def records() -> Iterator[tuple[int, list[str]]]:
+        line = skip + 1
+        try:
+            for record in reader:
+                yield line, record
+                line = skip + reader.line_num + 1
+        except csv.Error as exc:
+            raise CsvError(f"line {line}: {exc}") from exc
+
+    return _table(kind, records(), delimiter, encoding)
+
+
+def _table(
+    kind: str, records: Iterable[tuple[int, list[str]]], delimiter: str, encoding: str
+) -> Table:
+    """Map the header (the first record) and read the rows: (first line, field → value)."""
+    lines = iter(records)
+    first = next(lines, None)
+    if first is None:
+        raise CsvError("the file is empty")
+    header_line, header = first
     columns, ignored = fmt.map_header(kind, header)
     missing = fmt.missing_required(kind, set(columns.values()))
     if missing:
         found = ", ".join(h.strip() for h in header if h.strip()) or "none"
-        raise CsvError(f"line {skip + 1}: no {missing} column (columns found: {found})")
+        raise CsvError(f"line {header_line}: no {missing} column (columns found: {found})")
     fields = [columns.get(h.strip()) for h in header]
     rows: list[tuple[int, dict[str, str]]] = []
-    line = skip + reader.line_num + 1
-    try:
-        for record in reader:
-            values: dict[str, str] = {}
-            for name, cell in zip(fields, record, strict=False):
-                cell = fmt.unescape_cell(cell.strip())
-                if name and cell and name not in values:
-                    values[name] = cell
-            if any(cell.strip() for cell in record):
-                rows.append((line, values))
-            line = skip + reader.line_num + 1
-    except csv.Error as exc:
-        raise CsvError(f"line {line}: {exc}") from exc
+    for line, record in lines:
+        if any("\x00" in cell for cell in record):
+            # A database refuses it in text (PostgreSQL); say where, rather than fail there.
+            raise CsvError(
+                f"line {line}: a NUL character (byte 0x00) in a cell; remove it and import again"
+            )
+        values: dict[str, str] = {}
+        for name, cell in zip(fields, record, strict=False):
+            cell = fmt.unescape_cell(cell.strip())
+            if name and cell and name not in values:
+                values[name] = cell
+        if any(cell.strip() for cell in record):
+            rows.append((line, values))
     return Table(delimiter, encoding, tuple(ignored), tuple(rows))
 
 
@@ -274,7 +306,20 @@ def _opportunity_values(run: _Run, v: dict[str, str]) -> dict[str, object]:
         values["currency"] = v["currency"].upper()
     if "expected_close" in v:
         values["expected_close"] = fmt.parse_date(v["expected_close"])
+    for name in ("created_at", "closed_at"):
+        if name in v:
+            values[name] = fmt.parse_date(v[name])
     return values
+
+
+def _close_date(values: dict[str, object], v: dict[str, str], opp: Opportunity | None) -> None:
+    """A "Date de clôture" column: the close date of a won or lost opportunity, the expected
+    one of an open one."""
+    if "close_date" not in v:
+        return
+    stage = values.get("stage", opp.stage if opp is not None else "open")
+    name = "expected_close" if stage == "open" else "closed_at"
+    values.setdefault(name, fmt.parse_date(v["close_date"]))
 
 
 def _opportunity_row(run: _Run, v: dict[str, str]) -> str:
@@ -290,6 +335,10 @@ def _opportunity_row(run: _Run, v: dict[str, str]) -> str:
         )
         same = [o for o in at_company if models.name_key(o.title) == title]
         opp = same[0] if len(same) == 1 else None
+    _close_date(values, v, opp)
+    is_open = values.get("stage", opp.stage if opp else "open") == "open"
+    if is_open and values.pop("closed_at", None) is not None:
+        run.note("close date ignored: the opportunity is open")
     contacts: list[Contact] = []
     company_id = values.get("company_id", opp.company_id if opp else None)
     for address in fmt.split_values(v.get("contacts", "")):
@@ -325,14 +374,16 @@ def import_csv(
     data: bytes,
     dry_run: bool = False,
     actor: str = "cli",
+    sheet: str | None = None,
 ) -> ImportReport:
-    """Import a CSV file of `kind` (companies, contacts, opportunities): all rows or none.
+    """Import a CSV file or an Excel workbook (its first sheet, or `sheet`) of `kind`
+    (companies, contacts, opportunities): all rows or none.
 
     Owners must be users of the config file already written to the database
     (`configrows.ensure_config_rows`). Raises CsvError when the file cannot be read as such a
     table.
     """
-    table = read_table(data, kind)
+    table = read_table(data, kind, sheet)
     run = _Run(session, cfg)
     errors: list[tuple[int, str]] = []
     outer = session.begin_nested()

@@ -24,7 +24,7 @@ from mailmanager.db.models import Contact, Opportunity
 STAGES = ("open", "won", "lost")
 FIELDS = frozenset(
     {"reference", "title", "company_id", "owner_id", "stage", "pipeline_step", "amount"}
-    | {"currency", "expected_close"}
+    | {"currency", "expected_close", "created_at", "closed_at"}
 )
 _REFERENCE_RE = re.compile(r"[A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+")
 
@@ -84,9 +84,9 @@ def _check(session: Session, opp: Opportunity | None, values: dict[str, object])
                 raise crm.CrmError(f"amount {value}: a positive number is needed", key)
             if abs(value) >= Decimal("1e12"):
                 raise crm.CrmError(f"amount {value} is too large", key)
-        elif key == "expected_close" and value is not None:
+        elif key in ("expected_close", "created_at", "closed_at") and value is not None:
             if not isinstance(value, datetime) or value.tzinfo is None:
-                raise crm.CrmError("expected_close needs a date", key)
+                raise crm.CrmError(f"{key} needs a date", key)
         elif key == "title" and opp is None and not str(value).strip():
             raise crm.CrmError("an opportunity needs a title", key)
 
@@ -103,9 +103,12 @@ def save(
 
     `values` may hold: reference (a new opportunity without one gets `next_reference`),
     title, company_id, owner_id, stage, pipeline_step, amount (Decimal), currency,
-    expected_close (aware datetime). `contacts` are added to its contacts.
+    expected_close, created_at, closed_at (aware datetimes). `contacts` are added to its
+    contacts. Closing an open opportunity records now as its close date unless `closed_at`
+    is given; one created already closed has the close date given or none (its dates are
+    unknown: the matcher does not link mail to it by inference).
     Raises CrmError for an unknown field, a malformed or taken reference, an unknown stage,
-    a negative amount or a missing title.
+    a negative amount, a missing title, or a close date before the creation date.
     """
     values = dict(values)
     if opp is None and not values.get("reference"):
@@ -115,7 +118,14 @@ def save(
     if "amount" in values and values["amount"] is not None:
         values["amount"] = Decimal(str(values["amount"])).quantize(Decimal("0.01"))
     _check(session, opp, values)
+    created, closed = values.get("created_at"), values.get("closed_at")
+    if isinstance(created, datetime) and isinstance(closed, datetime) and closed < created:
+        raise crm.CrmError(
+            f"close date {closed:%Y-%m-%d} is before the creation date {created:%Y-%m-%d}",
+            "closed_at",
+        )
     changed = opp is None
+    was_open = opp is not None and opp.stage == "open"
     if opp is None:
         opp = Opportunity(title="")
         session.add(opp)
@@ -126,8 +136,8 @@ def save(
     if "stage" in values:
         if values["stage"] == "open":
             opp.closed_at = None
-        elif opp.closed_at is None:
-            opp.closed_at = models.utcnow()
+        elif opp.closed_at is None and was_open and "closed_at" not in values:
+            opp.closed_at = models.utcnow()  # closed now, here: a known close date
     session.flush()
     have = set(contact_ids(session, opp.id))
     for contact in contacts:

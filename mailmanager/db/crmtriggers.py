@@ -13,9 +13,10 @@ WATCHED = (
     ("opportunities", ("reference", "company_id", "stage", "created_at", "closed_at")),
     ("opportunity_contacts", ("opportunity_id", "contact_id")),
 )
-# A closed opportunity without a closing date ends at its last activity (`Opp.status_at`);
-# an open one's, or one with a closing date, matters to no decision (every sync batch
-# touches it).
+# A closed opportunity without a closing date used to end at its last activity; since issue
+# #17 it takes no mail by inference (`Opp.status_at`), so `last_activity_at` matters to no
+# decision and this trigger only costs a cache reload now and then (a later migration may
+# drop it). An open one's never mattered (every sync batch touches it).
 _ACTIVITY_WHEN = "NEW.stage <> 'open' AND NEW.closed_at IS NULL"
 
 

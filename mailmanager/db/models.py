@@ -259,6 +259,16 @@ class ThreadNode(Base):
 
 class Message(Base):
     __tablename__ = "messages"
+    __table_args__ = (
+        # Which mailing lists we know (the reminder rules: a post to a list awaits no
+        # reply): only list mail has a List-Id, so the index stays small.
+        Index(
+            "ix_messages_list_id",
+            "list_id",
+            sqlite_where=sa_text("list_id IS NOT NULL"),
+            postgresql_where=sa_text("list_id IS NOT NULL"),
+        ),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(1000), unique=True)
     message_id: Mapped[str] = mapped_column(String(1000), index=True)

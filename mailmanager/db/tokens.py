@@ -175,3 +175,11 @@ def connector_config(
     """
     cc = mb.connector_config(cfg.base_dir)
     return dataclasses.replace(cc, token_store=DbTokenStore(factory, mb.name))
+
+
+def build_connector(
+    cfg: config_mod.Config, mb: config_mod.MailboxConfig, factory: sessionmaker[Session]
+) -> spi.Connector:
+    """The mailbox's connector with its token store, built and checked as every sync builds
+    it (`MailboxConfig.build_connector`). Raises `config.ConfigFileError`."""
+    return mb.build_connector(cfg.base_dir, DbTokenStore(factory, mb.name))

@@ -28,13 +28,14 @@ Nothing here raises on bad input: each repair is appended to the caller's `defec
 short snake_case name, which `parsing` keeps in `ParsedMessage.defects`.
 
 Entry points: `read` (one walk over a message, giving a `Doc`), `whole_text`,
-`quarantine_reason`, `decode_words`, `decode_bytes` and `html_to_text`.
+`quarantine_reason`, `oversize_stub`, `decode_words`, `decode_bytes` and `html_to_text`.
 """
 
 from __future__ import annotations
 
 import binascii
 import codecs
+import html as htmllib
 import re
 from dataclasses import dataclass
 from email.utils import collapse_rfc2231_value, decode_params
@@ -52,6 +53,7 @@ __all__ = [
     "decode_bytes",
     "decode_words",
     "html_to_text",
+    "oversize_stub",
     "quarantine_reason",
     "read",
     "whole_text",
@@ -242,6 +244,32 @@ def _store(headers: Headers, name: str, parts: list[str], defects: list[str]) ->
     headers.setdefault(name, []).append(value)
 
 
+_CONTENT_HEADER_RE = re.compile(rb"(?i)content-(?:type|transfer-encoding)[ \t]*:")
+MAX_HEADER_BYTES = 1_048_576
+
+
+def oversize_stub(raw: bytes) -> bytes:
+    """What is read and kept of a message over the size limit (`sync.max_message_size`): its
+    header block (at most `MAX_HEADER_BYTES` of it) and a plain-text body saying the body
+    was left out. The same bytes every time for the same `raw`."""
+    block, _ = _split_block(raw[:MAX_HEADER_BYTES])
+    kept: list[bytes] = []
+    skipping = False
+    for line in block.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line)
+            continue
+        skipping = _CONTENT_HEADER_RE.match(line) is not None
+        if not skipping and line.strip():
+            kept.append(line if line.endswith(b"\n") else line + b"\r\n")
+    note = (
+        f"[Message too large: {len(raw)} bytes, over the limit (sync.max_message_size);"
+        " its body was not read nor stored.]\r\n"
+    )
+    return b"".join(kept) + b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + note.encode()
+
+
 def quarantine_reason(raw: bytes) -> str | None:
     if not raw.strip():
         return "empty"
@@ -262,7 +290,8 @@ _NOT_BASE64 = bytes(
 )
 _FIRST_DELIMITER_RE = re.compile(rb"\s*--([!-~]{1,70}?)(?:--)?[ \t]*\r?\n")
 _PARAM_RE = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)')
-_BLOCK_END_RE = re.compile(r"(?i)<(?:br|/p|/div|/tr|/li|/h[1-6]|/blockquote|/table)\b[^>]*>")
+# `[^<>]`, not `[^>]`: a tag never spans a "<", so a run of unclosed "<br" costs linear time.
+_BLOCK_END_RE = re.compile(r"(?i)<(?:br|/p|/div|/tr|/li|/h[1-6]|/blockquote|/table)\b[^<>]*>")
 _REPORT_PARTS = (
     "message/rfc822",
     "text/rfc822-headers",
@@ -372,8 +401,67 @@ def _decoded_size(data: bytes, cte: str) -> int:
     return len(data)
 
 
-def html_to_text(html: str) -> str:
-    """Visible text of an HTML body (selectolax/lexbor), one line per block, spaces folded."""
+MAX_HTML_CHARS = 2_000_000  # HTML beyond this is not read (a few pages of text is plenty)
+MAX_HTML_DEPTH = 256  # deeper nesting is read by `_strip_tags`, not by lexbor
+_FEW_TAGS = 4096
+_TAG_RE = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9:-]*)[^<>]*?(/?)>")
+_HIDDEN_RE = re.compile(r"(?i)<(/?)(script|style|head|title|template)\b[^<>]*>")
+_ANY_TAG_RE = re.compile(r"<[^<>]*>|<[A-Za-z/!][^<>]*$")  # a tag, or one cut at the end
+# Elements that hold no content, or whose end tag is often left out: they add no depth.
+_NO_DEPTH = frozenset(
+    ("area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+     "track", "wbr", "p", "li", "td", "th", "tr", "option", "dd", "dt")
+)  # fmt: skip
+
+
+def _too_deep(html: str) -> bool:
+    """True when elements nest deeper than `MAX_HTML_DEPTH`: an HTML parser's tree
+    building slows down with the square of the nesting (lexbor takes 11 s for 64k nested
+    divs), so such a body is read by `_strip_tags` instead. One linear pass, and none for
+    a body of few tags: with at most `_FEW_TAGS` tags, no nesting costs lexbor 20 ms."""
+    if html.count("<") <= _FEW_TAGS:
+        return False
+    depth = 0
+    for m in _TAG_RE.finditer(html):
+        if m.group(3) or m.group(2).lower() in _NO_DEPTH:
+            continue
+        depth += -1 if m.group(1) else 1
+        if depth > MAX_HTML_DEPTH:
+            return True
+        depth = max(depth, 0)
+    return False
+
+
+def _strip_tags(html: str) -> str:
+    """Text of `html` without an HTML parser, in linear time whatever the nesting: hidden
+    elements (script, style...) dropped, block ends made line breaks, other tags removed,
+    character references decoded."""
+    kept: list[str] = []
+    hidden: str | None = None
+    pos = 0
+    for m in _HIDDEN_RE.finditer(html):
+        name = m.group(2).lower()
+        if hidden is None and not m.group(1):
+            kept.append(html[pos : m.start()])
+            hidden = name
+        elif hidden == name and m.group(1):
+            hidden = None
+            pos = m.end()
+    if hidden is None:
+        kept.append(html[pos:])
+    text = _BLOCK_END_RE.sub("\n", "".join(kept))
+    return htmllib.unescape(_ANY_TAG_RE.sub("", text))
+
+
+def html_to_text(html: str, max_chars: int = MAX_HTML_CHARS) -> str:
+    """Visible text of an HTML body (selectolax/lexbor), one line per block, spaces folded.
+
+    Linear in the size of `html` whatever its nesting (see `_too_deep`); only the first
+    `max_chars` characters are read."""
+    html = html[:max_chars]
+    if _too_deep(html):
+        lines = (" ".join(line.split()) for line in _strip_tags(html).splitlines())
+        return "\n".join(line for line in lines if line)
     tree = LexborHTMLParser(_BLOCK_END_RE.sub(lambda m: m.group(0) + "\n", html))
     tree.strip_tags(["script", "style", "head", "title", "template"])
     root = tree.body or tree.root

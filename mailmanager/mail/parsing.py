@@ -1,10 +1,10 @@
 """Raw RFC 822 bytes → an immutable `ParsedMessage`. Never raises on bad input.
 
-CONTRACT (other modules rely on exactly these names): `parse(raw, provider_date=None) ->
-ParsedMessage | Quarantined`, the dataclasses `Address`, `Attachment`, `BounceInfo`,
-`ParsedMessage`, `Quarantined`, and the helpers `normalize_subject`, `subject_has_prefix`,
-`normalize_message_id`, `normalize_address` (from `mailmanager.addresses`), `body_text` and
-`text_facts`.
+CONTRACT (other modules rely on exactly these names): `parse(raw, provider_date=None,
+max_size=None) -> ParsedMessage | Quarantined`, the dataclasses `Address`, `Attachment`,
+`BounceInfo`, `ParsedMessage`, `Quarantined`, and the helpers `normalize_subject`,
+`subject_has_prefix`, `normalize_message_id`, `normalize_address` (from
+`mailmanager.addresses`), `body_text` and `text_facts`.
 
 How a message is read, cheaply (the sync pipeline needs thousands of messages a second):
 
@@ -23,6 +23,9 @@ How a message is read, cheaply (the sync pipeline needs thousands of messages a 
 
 Each repair is recorded in `ParsedMessage.defects` as a short snake_case name.
 
+What leaves the parser is storable (`mailmanager.mail.storable`): no lone surrogates, no NUL
+characters, and ids too long for a database index kept as a prefix plus their SHA-256.
+
 Dates: a `Date:` header is rejected when unparseable, when its offset exceeds 14 h, when it
 is more than 48 h after `provider_date` (or now), or when it has no zone at all ("naive").
 Then come `provider_date` (date_source="provider"), the newest `Received:` date
@@ -35,11 +38,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_tz
 
-from mailmanager.mail import addresses, classify, mime, replies
+from mailmanager.mail import addresses, classify, mime, replies, storable
 
 __all__ = [
     "Address",
@@ -149,7 +152,8 @@ def _id_tokens(value: str) -> list[str]:
     tokens = [_WS_RE.sub("", t) for t in _ANGLE_ID_RE.findall(value)]
     if not tokens and "<" not in value:
         tokens = _BARE_ID_RE.findall(value)
-    return [t for t in tokens if t and len(t) <= 998]
+    # Ids are indexed: one too long for the index is kept as a prefix and a hash of it.
+    return [storable.identifier(t) for t in tokens if t and len(t) <= 998]
 
 
 def normalize_message_id(s: str | None) -> str | None:
@@ -386,7 +390,7 @@ def body_text(raw: bytes) -> str:
     Never raises; gives "" when there is no text.
     """
     try:
-        return mime.read(raw, full_text=True).text
+        return storable.text(mime.read(raw, full_text=True).text)
     except Exception:
         logger.warning("body text failed", extra={"action": "parse_body_text_failed"})
         return ""
@@ -419,14 +423,26 @@ def _text_facts(
     return replies.text_facts(body, doc.calendar_reply, labels.is_out_of_office, date)
 
 
-def parse(raw: bytes, provider_date: datetime | None = None) -> ParsedMessage | Quarantined:
+def parse(
+    raw: bytes, provider_date: datetime | None = None, max_size: int | None = None
+) -> ParsedMessage | Quarantined:
     """Parse `raw`; see the module docstring. Never raises.
 
-    Returns `Quarantined` (with a reason) for input that has no usable header block.
+    Returns `Quarantined` (with a reason) for input that has no usable header block. A
+    message over `max_size` bytes is read from its headers only, with a note for its body
+    (`mime.oversize_stub`, defect "too_large"; `size` and `sha256` stay those of `raw`).
     """
     digest = hashlib.sha256(raw).hexdigest()
+    too_large = max_size is not None and len(raw) > max_size
     try:
-        return _parse(raw, digest, provider_date)
+        if too_large:
+            found = _parse(mime.oversize_stub(raw), digest, provider_date)
+            if isinstance(found, ParsedMessage):
+                found = replace(found, size=len(raw), defects=(*found.defects, "too_large"))
+        else:
+            found = _parse(raw, digest, provider_date)
+        # Everything the parser hands out is storable text (see `mailmanager.mail.storable`).
+        return storable.value(found)
     except Exception as exc:  # a bug here must not stop a sync: keep the bytes, say why
         logger.exception(
             "parser failed", extra={"action": "parse_failed", "sha256": digest, "size": len(raw)}

@@ -25,7 +25,9 @@ order its messages arrived in. For each message, in this order:
    window after it ("retro"). `only_if_one` links a single candidate and sends several to
    review; `thread_sticky` takes the newest; `most_recent` decides per message at its own
    date; `all` links every one; `review` never chooses. Alternatives are named in the
-   explanation.
+   explanation. A closed (won, lost) opportunity is a candidate only within its known open
+   interval (creation to close date, `Opp.status_at`); one whose dates are unknown never
+   takes mail by inference, only by subject tag or by hand, and the detail says so.
 
 Unknown correspondents (persons, not role or system addresses) are returned for the
 suggestions queue; `contacts_to_create` applies the auto-creation policy.
@@ -246,8 +248,10 @@ def _candidates(
     ix: Index,
     policy: Policy,
     banned: set[int],
-) -> tuple[list[Opp], str]:
-    """The opportunities the policy may choose from at time `t`, and where they came from."""
+) -> tuple[list[Opp], str, str]:
+    """The opportunities the policy may choose from at time `t`, where they came from, and
+    a note naming the closed ones left out because their dates are unknown."""
+    undated: list[Opp] = []
     for source, owners, table in (
         ("contact", sorted(contacts), ix.contact_opps),
         ("company", sorted(companies), ix.company_opps),
@@ -258,8 +262,13 @@ def _candidates(
         active = [o for o in opps if status[o.id] == "active"]
         retro = [o for o in opps if status[o.id] == "retro"]
         if active or retro:
-            return (active or retro), source + ("" if active else "_retro")
-    return [], ""
+            return (active or retro), source + ("" if active else "_retro"), ""
+        undated.extend(o for o in opps if not o.dates_known and o not in undated)
+    if not undated:
+        return [], "", ""
+    labels = ", ".join(o.label for o in undated)
+    note = f"closed opportunity {labels} has no known open dates: linked only by a subject tag"
+    return [], "", note + " or by hand"
 
 
 def _newest(opps: Sequence[Opp]) -> Opp:
@@ -411,7 +420,10 @@ def _apply_opportunity_policy(
     banned = {t for kind, t in work.thread_tombs if kind == "opportunity"}
     moments = eligible if policy.multiple == "most_recent" else eligible[:1]
     for m in moments:
-        opps, origin = _candidates(contacts, companies, m.sent_at, ix, policy, banned)
+        opps, origin, undated = _candidates(contacts, companies, m.sent_at, ix, policy, banned)
+        if undated:  # said on each message the decision covers, for `explain`
+            for covered in [m] if policy.multiple == "most_recent" else eligible:
+                work.notes[covered.id].append(undated)
         decided, note = _choose(opps, origin, policy, m.sent_at)
         if note:
             review = ReviewRequest(tid, tuple(o.id for o in opps), note)

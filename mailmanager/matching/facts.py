@@ -141,15 +141,30 @@ class Opp:
         return self.reference or f"#{self.id}"
 
     def status_at(self, t: datetime | None, window: timedelta) -> str | None:
-        """ "active" when open at `t`, "retro" when created within `window` after it."""
+        """ "active" when open at `t`, "retro" when created within `window` after it; None
+        when the opportunity cannot be inferred for mail of that date.
+
+        A closed (won, lost) opportunity takes mail by inference only within its known open
+        interval: it needs a close date after its creation. Without one (imported closed,
+        or created already closed) its dates are unknown, and it takes mail only by a
+        subject tag or by hand: its last activity is no bound, since linking moves it.
+        """
         if t is None:
             return "active" if self.open else None
-        end = None if self.open else (self.closed_at or self.last_activity_at or self.created_at)
-        if end is not None and t > end:
-            return None
+        if not self.open:
+            if not self.dates_known:
+                return None
+            assert self.closed_at is not None
+            if t > self.closed_at:
+                return None
         if self.created_at <= t:
             return "active"
         return "retro" if self.created_at - window <= t else None
+
+    @property
+    def dates_known(self) -> bool:
+        """Open, or closed with a close date after its creation: an open interval is known."""
+        return self.open or (self.closed_at is not None and self.closed_at > self.created_at)
 
 
 @dataclass

@@ -1,15 +1,25 @@
-"""The matcher's side tables: contacts it creates, and the suggested-contacts queue."""
+"""The matcher's side tables: contacts it creates, and the suggested-contacts queue.
+
+Who is never suggested (`unwanted`): an address a permanent bounce (RFC 3464) said does not
+exist, a mailing list (its address is the List-Id of mail it carries, RFC 2919 §3, or all it
+ever sent came with a List-Id), and robot senders (`normalize.is_system_sender`). The
+queue's writer skips them and its readers (`services.curation.list_suggestions`) leave them
+out, so an address that bounces after it was suggested leaves the queue too. Suggestions
+are keyed by match key; `written_forms` gives the address as people wrote it, for display.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mailmanager.db import models, store
-from mailmanager.db.models import Contact, ContactEmail, Suggestion
+from mailmanager.db.models import Contact, ContactEmail, Message, Participant, Suggestion
+from mailmanager.mail import normalize
 from mailmanager.matching import cascade as matcher
 from mailmanager.matching import reads as linkindex
 from mailmanager.matching import writes as linkwrite
@@ -99,6 +109,13 @@ def write_suggestions(
                 raw_to_key[party.email] = party.key
                 name, _ = people.get(party.key, ("", None))
                 people[party.key] = (name or party.name, company)
+    by_key: dict[str, list[str]] = {}
+    for raw, key in raw_to_key.items():
+        by_key.setdefault(key, []).append(raw)
+    for key in unwanted(s, by_key):
+        del people[key]
+        for raw in by_key[key]:
+            del raw_to_key[raw]
     if not people:
         return 0
     # Dates stay as the driver gives them (text on SQLite, in a format that sorts as the
@@ -134,3 +151,78 @@ def drop_suggestions_for(s: Session, contacts: Collection[int]) -> None:
                 Suggestion.email.in_(emails), Suggestion.status == "pending"
             )
         )
+
+
+# --- who is never suggested, and how addresses were written ----------------------------------
+
+
+def written_forms(s: Session, keys: Collection[str]) -> dict[str, list[str]]:
+    """Each match key's spellings in stored mail ("marc.bonnet@gmail.com" for the key
+    "marcbonnet@gmail.com"), most used first; keys never seen in mail are left out."""
+    domains = {k.rpartition("@")[2] for k in keys}
+    if "gmail.com" in domains:
+        domains |= normalize.GMAIL_DOMAINS
+    counts: dict[str, dict[str, int]] = {}
+    for part in store.chunks(sorted(domains), 100):
+        low = sa.func.lower(Participant.email)
+        stmt = (
+            sa.select(Participant.email, sa.func.count())
+            .where(sa.or_(*(low.endswith(f"@{d}", autoescape=True) for d in part)))
+            .group_by(Participant.email)
+        )
+        for email, n in s.execute(stmt):
+            for k in (normalize.match_key(email), normalize.match_key(email, strip_plus=False)):
+                if k is not None and k in keys:
+                    counts.setdefault(k, {})[email] = int(n)
+    return {
+        key: sorted(spellings, key=lambda e: (-spellings[e], e))
+        for key, spellings in counts.items()
+    }
+
+
+def unwanted(s: Session, forms: Mapping[str, Iterable[str]]) -> dict[str, str]:
+    """The keys of `forms` (key → its spellings in stored mail) that must not be suggested,
+    with the reason: "bounced", "mailing list" or "robot" (see the module docstring).
+
+    Reads every permanent bounce (bounces are few) and the mail of these addresses."""
+    out = {key: "robot" for key in forms if normalize.is_system_sender(key)}
+    raw_to_key = {raw: key for key, raws in forms.items() for raw in raws}
+    sent: dict[str, list[bool]] = {}
+    for part in linkindex.parts(s, sorted(raw_to_key)):
+        rows = s.execute(
+            sa.select(Participant.email, Participant.role, Message.list_id)
+            .join(Message, Message.id == Participant.message_id)
+            .where(linkindex.among(s, Participant.email, part))
+            .distinct()
+        )
+        for raw, role, list_id in rows:
+            key = raw_to_key[raw]
+            if list_id is not None and list_id == raw.lower().replace("@", ".", 1):
+                out[key] = "mailing list"
+            if role == "from":
+                sent.setdefault(key, []).append(list_id is not None)
+    # A shared mailbox that only ever sent list mail (newsletter@, info@) is the list's
+    # sender; a person who posts to a list is still a person.
+    out.update(
+        {
+            key: "mailing list"
+            for key, lists in sent.items()
+            if all(lists) and normalize.is_role_address(key)
+        }
+    )
+    for (bounce,) in s.execute(
+        sa.select(Message.bounce).where(Message.is_bounce, Message.bounce != "")
+    ):
+        try:
+            report = json.loads(bounce)
+        except ValueError:
+            continue
+        if not isinstance(report, dict) or report.get("permanent") is not True:
+            continue
+        for recipient in report.get("recipients") or ():
+            if not isinstance(recipient, str):
+                continue
+            for k in (normalize.match_key(recipient), normalize.match_key(recipient, False)):
+                if k is not None and k in forms:
+                    out[k] = "bounced"
+    return out

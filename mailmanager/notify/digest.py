@@ -59,6 +59,7 @@ class _View:
     escalated: str
     repeat: str
     contact_line: str
+    company: str
     opportunity: str
     last_from: str
     snippet: str
@@ -98,10 +99,13 @@ def _view(item: reminders.DigestItem, locale: str, tz: zoneinfo.ZoneInfo, t: Any
     company = smtp.one_line(item.company_name, 100)
     last_from = smtp.one_line(item.last_from, 100)
     contact = name or address or last_from or "?"
-    line = f"{name} <{address}>" if name and address else (name or address)
-    if company:
-        line = f"{line} — {company}" if line else company
+    person = f"{name} <{address}>" if name and address else (name or address)
+    # The contact line names a person (with their company); a company alone has its own line.
+    line = f"{person} — {company}" if person and company else person
     ref, title = smtp.one_line(item.opportunity_ref, 40), smtp.one_line(item.opportunity_title, 120)
+    opportunity = f"{ref} — {title}" if ref and title else (ref or title)
+    if item.thread_id is None and item.kind == "dormant_opportunity":
+        opportunity = ""  # it is the item's heading already (`DigestItem.subject`)
     since = ""
     if item.waiting_since is not None:
         since = t.since(item.waiting_since.astimezone(tz).strftime(_DATE_FORMAT[locale]))
@@ -116,7 +120,8 @@ def _view(item: reminders.DigestItem, locale: str, tz: zoneinfo.ZoneInfo, t: Any
         escalated=t.escalated(escalated) if escalated else "",
         repeat=t.repeat(item.repeat) if item.repeat else "",
         contact_line=line,
-        opportunity=f"{ref} — {title}" if ref and title else (ref or title),
+        company="" if person else company,
+        opportunity=opportunity,
         last_from=last_from,
         snippet=smtp.one_line(item.last_snippet, 240),
     )

@@ -158,9 +158,16 @@ class FlushReport:
     possible_duplicates: list[int] = field(default_factory=list)
     waiting: list[int] = field(default_factory=list)
     error: str | None = None
+    # After the flush: pending emails whose next attempt is later, the first one's time
+    # and its last error (so "0 sent" never hides an email waiting for its retry).
+    retry_later: int = 0
+    next_retry_at: datetime | None = None
+    next_retry_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["next_retry_at"] = self.next_retry_at.isoformat() if self.next_retry_at else None
+        return out
 
 
 def _found_in_synced_mail(session: Session, message_id_header: str) -> bool:
@@ -325,7 +332,20 @@ def flush(
             test_pause("after_smtp")
             _mark_sent(factory, row_id, owner, clock(), reply)
             report.sent.append(row_id)
+    with store.session_scope(factory) as s:
+        _count_later(s, clock(), report)
     return report
+
+
+def _count_later(session: Session, now: datetime, report: FlushReport) -> None:
+    o = OutboxEmail
+    later = sa.and_(o.status == "pending", o.next_attempt_at > now)
+    report.retry_later = int(session.scalar(sa.select(sa.func.count()).where(later)) or 0)
+    first = session.execute(
+        sa.select(o.next_attempt_at, o.last_error).where(later).order_by(o.next_attempt_at)
+    ).first()
+    if first is not None:
+        report.next_retry_at, report.next_retry_error = first[0], first[1]
 
 
 def _mark_sent(

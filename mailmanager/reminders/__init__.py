@@ -8,6 +8,7 @@ Pure rules first, then the database:
 - `facts`: what the rules read from the database; `targets`: reminders about records
   (dormant opportunities, clients at risk); `passes`: evaluation passes and their writes;
 - `evaluation`: the entry points (a full pass, the sync hook, what the notifier reads);
+- `about`: what a reminder is about as shown now (the thread's current links, its records);
 - `actions`: what a user does with a reminder (snooze, dismiss, done, "expects a reply").
 
 A new rule: its kind in `mailmanager.config.reminder_kinds`, its pure decision in `rules`

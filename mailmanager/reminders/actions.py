@@ -16,12 +16,14 @@ from mailmanager import config as config_mod
 from mailmanager.db import audit, models
 from mailmanager.db.models import Reminder
 from mailmanager.errors import MailmanagerError
+from mailmanager.reminders import about as reminder_about
 from mailmanager.reminders import businesstime as bt
 from mailmanager.reminders import evaluation as reminders
 from mailmanager.reminders import facts as reminder_facts
 from mailmanager.reminders import passes as reminder_pass
+from mailmanager.reminders import plan as reminder_plan
 
-STATUSES = ("pending", "sent", "snoozed", "dismissed", "done", "cancelled")
+STATUSES = reminder_plan.STATUSES
 EXPECT = ("always", "never", "auto")
 _DURATION = re.compile(r"\s*(\d+)\s*(bd|d|h)\s*\Z", re.I)
 
@@ -33,7 +35,10 @@ class ReminderActionError(MailmanagerError):
 
 @dataclass(frozen=True)
 class ReminderLine:
-    """One reminder as `reminders list` shows it."""
+    """One reminder as `reminders list` shows it. `subject`, the contact, company and
+    opportunity are read now from the thread's current links and records
+    (`about.describe`): the thread's subject, or the opportunity or client a reminder about
+    a record concerns."""
 
     id: int
     kind: str
@@ -49,18 +54,20 @@ class ReminderLine:
     snoozed_until: datetime | None
     escalated_from: str | None
     reason: str
+    contact: str = ""  # "Jean Dupont <jean@acme.fr>"
+    company: str = ""
+    opportunity: str = ""  # "OPP-12 — Title"
 
 
 def list_reminders(
     session: Session, user_email: str | None = None, status: str | None = None, limit: int = 200
 ) -> list[ReminderLine]:
     """Reminders, soonest due first, optionally of one user and one status."""
-    U, T = models.User, models.Thread
+    U = models.User
     esc = sa.orm.aliased(U)
     stmt = (
-        sa.select(Reminder, U.email, T.subject, esc.email)
+        sa.select(Reminder, U.email, esc.email)
         .join(U, U.id == Reminder.user_id)
-        .outerjoin(T, T.id == Reminder.thread_id)
         .outerjoin(esc, esc.id == Reminder.escalated_from_id)
         .order_by(Reminder.due_at, Reminder.id)
         .limit(limit)
@@ -69,6 +76,8 @@ def list_reminders(
         stmt = stmt.where(U.email == user_email.strip().lower())
     if status:
         stmt = stmt.where(Reminder.status == status)
+    rows = session.execute(stmt).all()
+    about = reminder_about.describe(session, [r for r, _, _ in rows])
     return [
         ReminderLine(
             r.id,
@@ -77,16 +86,19 @@ def list_reminders(
             email,
             r.thread_id,
             r.target,
-            subject or "",
-            r.contact_email,
+            about[r.id].title,
+            about[r.id].contact_email,
             r.due_at,
             r.waiting_since,
             r.sent_count,
             r.snoozed_until,
             esc_email,
             r.reason,
+            contact=about[r.id].contact,
+            company=about[r.id].company_name,
+            opportunity=about[r.id].opportunity,
         )
-        for r, email, subject, esc_email in session.execute(stmt)
+        for r, email, esc_email in rows
     ]
 
 

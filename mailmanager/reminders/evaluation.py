@@ -1,13 +1,16 @@
 """Follow-up reminders (relances): evaluation passes, the sync hook, and what the notifier reads.
 
-Lifecycle of a reminder row: pending → sent → (snoozed | dismissed | done | cancelled).
+Lifecycle of a reminder row: pending → sent → (snoozed | answered | dismissed | done |
+cancelled); the states are described once, in the README ("Reminders: kinds and states").
 - *Created* pending, with its due time, as soon as a thread's state calls for it (our
   message awaits a reply, a contact's message awaits ours, a bounce) — or, for a dormant
   opportunity or a client at risk, once it is due. Unique per (thread or target, kind,
   cycle) and written with `store.insert_ignore`, so it is never created twice.
 - *Cancelled* the moment a reply is synced: `sync_hook` re-evaluates the threads of every
-  stored batch inside the batch's transaction. *Re-armed* when the salesperson writes again
-  (a new cycle). *Moved* when an out-of-office notice arrives.
+  stored batch inside the batch's transaction. A reminder already sent is *answered*
+  instead (it leaves the open ones, and the counts say the client did reply). *Re-armed*
+  when the salesperson writes again (a new cycle). *Moved* when an out-of-office notice
+  arrives.
 - *Re-checked at send time* (`due_items` → `recheck`): still unanswered, and every mailbox
   concerned synced past the due time (`Mailbox.synced_until >= due_at`), else it waits.
 - *Sent* by the notifier (`mark_sent`), in the transaction that writes the outbox row. A
@@ -41,6 +44,7 @@ from mailmanager import events
 from mailmanager.config import reminder_kinds
 from mailmanager.db import models, store
 from mailmanager.db.models import Reminder
+from mailmanager.reminders import about as reminder_about
 from mailmanager.reminders import businesstime as bt
 from mailmanager.reminders import facts as reminder_facts
 from mailmanager.reminders import passes as reminder_pass
@@ -58,6 +62,9 @@ class DigestItem:
 
     `kind` is one of `KINDS` (for an escalation, the kind of the reminder escalated, with
     `escalated_from` set to the email of the user it is about). Strings are "" when unknown.
+    `subject` and the contact, company and opportunity are read when the item is made, from
+    the thread's current links and records (`about.describe`): the thread's subject, or for
+    a reminder about a record, the opportunity ("OPP-12 — Title") or the client.
     `reason` is one short English sentence, a fallback: the notifier words items by `kind`
     and the other fields. `business_days_waiting` counts the user's business days since
     `waiting_since`. `cycle` identifies the episode (a new follow-up starts a new one);
@@ -253,30 +260,18 @@ def due_items(
     rows = _still_due(session, cfg, ids, now)
     st = reminder_facts.setting(session, cfg)
     rows.sort(key=lambda r: (r.waiting_since or r.due_at, r.id))
-    return [_item(session, st, r, now) for r in rows]
+    about = reminder_about.describe(session, rows)
+    return [_item(session, st, r, about[r.id], now) for r in rows]
 
 
-def _item(session: Session, st: reminder_facts.Setting, r: Reminder, now: datetime) -> DigestItem:
-    subject = ""
-    if r.thread_id is not None:
-        subject = (
-            session.scalar(sa.select(models.Thread.subject).where(models.Thread.id == r.thread_id))
-            or ""
-        )
-    contact = session.get(models.Contact, r.contact_id) if r.contact_id else None
-    company = session.get(models.Company, r.company_id) if r.company_id else None
-    opp = session.get(models.Opportunity, r.opportunity_id) if r.opportunity_id else None
+def _item(
+    session: Session,
+    st: reminder_facts.Setting,
+    r: Reminder,
+    about: reminder_about.About,
+    now: datetime,
+) -> DigestItem:
     msg = session.get(models.Message, r.message_id) if r.message_id else None
-    email = r.contact_email
-    if not email and contact is not None:
-        email = (
-            session.scalar(
-                sa.select(models.ContactEmail.email)
-                .where(models.ContactEmail.contact_id == contact.id)
-                .order_by(models.ContactEmail.id)
-            )
-            or ""
-        )
     base = r.escalated_from_id or r.user_id
     user = st.by_id.get(base)
     cal = user.calendar if user else bt.Calendar()
@@ -284,12 +279,12 @@ def _item(session: Session, st: reminder_facts.Setting, r: Reminder, now: dateti
         reminder_id=r.id,
         kind=r.kind.removeprefix(rules.ESCALATION),
         thread_id=r.thread_id,
-        subject=subject,
-        contact_name=f"{contact.first_name} {contact.last_name}".strip() if contact else "",
-        contact_email=email,
-        company_name=company.name if company else "",
-        opportunity_ref=opp.reference or "" if opp else "",
-        opportunity_title=opp.title if opp else "",
+        subject=about.title,
+        contact_name=about.contact_name,
+        contact_email=about.contact_email,
+        company_name=about.company_name,
+        opportunity_ref=about.opportunity_ref,
+        opportunity_title=about.opportunity_title,
         waiting_since=r.waiting_since,
         business_days_waiting=(
             bt.business_days_between(r.waiting_since, now, cal) if r.waiting_since else 0
@@ -369,7 +364,7 @@ def _worth_evaluating(
             tid
             for tid in session.scalars(
                 sa.select(R.thread_id).where(
-                    R.thread_id.in_(chunk), R.status.notin_(("done", "dismissed", "cancelled"))
+                    R.thread_id.in_(chunk), R.status.in_(reminder_pass.OPEN)
                 )
             )
             if tid is not None

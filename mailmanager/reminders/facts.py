@@ -154,7 +154,8 @@ def load_threads(
     recipients = _recipients(session, [m.id for m in msgs])
     external = _external(msgs, recipients, st)
     crm = _crm(session, cfg, ids, msgs, external)
-    messages_of = _message_facts(ids, msgs, recipients, external)
+    lists = _known_lists(session, msgs, recipients, external)
+    messages_of = _message_facts(ids, msgs, recipients, external, lists)
     facts = {
         tid: _thread_facts(tid, messages_of[tid], overrides[tid], external, crm) for tid in ids
     }
@@ -199,6 +200,8 @@ def _message_rows(session: Session, ids: Sequence[int]) -> list[_Row]:
                 Message.expects_reply,
                 Message.expects_reply_reason,
                 Message.return_date,
+                Message.list_id,
+                Message.message_id.label("header_id"),
             ).where(Message.thread_id.in_(ids))
         ).all()
     )
@@ -227,19 +230,52 @@ def _external(
     return {a for a in addresses if rules.is_external(a, st.by_address, st.org)}
 
 
+def _known_lists(
+    session: Session,
+    msgs: Sequence[_Row],
+    recipients: Mapping[int, Mapping[str, Sequence[str]]],
+    external: set[str],
+) -> set[str]:
+    """The people outside we wrote to that are in fact mailing lists, known from earlier
+    traffic: some stored message came through the list the address posts to (its List-Id
+    names the address, `rules.is_list_address`). One look-up in `ix_messages_list_id`."""
+    ours = [m.id for m in msgs if m.direction == "outbound"]
+    by_list: dict[str, set[str]] = {}
+    for mid in ours:
+        for found in recipients.get(mid, {}).values():
+            for a in found:
+                local, _, domain = a.lower().rpartition("@")
+                if a in external and local:
+                    by_list.setdefault(f"{local}.{domain}", set()).add(a)
+    lists: set[str] = set()
+    for chunk in store.chunks(sorted(by_list)):
+        for list_id in session.scalars(
+            sa.select(Message.list_id)
+            .distinct()
+            .where(Message.list_id.is_not(None), Message.list_id.in_(chunk))
+        ):
+            lists |= by_list.get(list_id or "", set())
+    return lists
+
+
 def _message_facts(
     ids: Sequence[int],
     msgs: Sequence[_Row],
     recipients: Mapping[int, Mapping[str, Sequence[str]]],
     external: set[str],
+    lists: set[str],
 ) -> dict[int, list[rules.MessageFact]]:
     """Thread id → its messages as the rules see them, in no particular order. A system
-    sender outside (noreply@, mailer-daemon@...) counts as noise."""
+    sender outside (noreply@, mailer-daemon@...) counts as noise. A message's recipients
+    that are lists: those known as lists (`lists`), and the list a copy of it came back
+    through (its own List-Id, or that of another copy stored apart, same Message-ID)."""
     found: dict[int, list[rules.MessageFact]] = {tid: [] for tid in ids}
+    via = {(m.thread_id, m.header_id): m.list_id for m in msgs if m.list_id}
     for m in msgs:
         info = json.loads(m.bounce) if m.bounce else {}
         rcpt = recipients.get(m.id, {})
         robot = m.from_email in external and normalize.is_system_sender(m.from_email)
+        list_id = m.list_id or via.get((m.thread_id, m.header_id))
         found[m.thread_id].append(
             rules.MessageFact(
                 id=m.id,
@@ -254,6 +290,9 @@ def _message_facts(
                 is_bounce=m.is_bounce,
                 bounce_recipients=tuple(info.get("recipients", ())),
                 bounce_permanent=bool(info.get("permanent", False)),
+                lists=rules.list_recipients(
+                    (*rcpt.get("to", ()), *rcpt.get("cc", ())), list_id, lists
+                ),
             )
         )
     return found
@@ -358,6 +397,20 @@ def _crm(
     return _Crm(
         links, contact_of, company_of, contacts, _open_opportunities(session, links, contacts)
     )
+
+
+def thread_links(session: Session, ids: Sequence[int]) -> dict[int, dict[str, list[int]]]:
+    """Thread id → target kind → the target ids it is linked to now (manual unlinks win)."""
+    if not ids:
+        return {}
+    thread_of: dict[int, int] = {}
+    for chunk in store.chunks(ids):
+        for mid, tid in session.execute(
+            sa.select(Message.id, Message.thread_id).where(Message.thread_id.in_(chunk))
+        ):
+            if tid is not None:
+                thread_of[mid] = tid
+    return _links(session, ids, sorted(thread_of), thread_of)
 
 
 def _links(

@@ -25,7 +25,8 @@ from mailmanager.reminders import plan as reminder_plan
 from mailmanager.reminders import rules
 from mailmanager.reminders import targets as reminder_targets
 
-ACTIVE = ("pending", "snoozed")
+ACTIVE = ("pending", "snoozed")  # may fall due
+OPEN = reminder_plan.OPEN
 WATERMARK = "threads_changed_until"
 _OVERLAP = timedelta(minutes=5)  # re-read thread changes a bit before the last pass began
 _CHUNK = 500
@@ -37,7 +38,7 @@ _RECHECK_TARGETS = timedelta(days=1)
 class Action:
     """One change an evaluation made (or, in a dry run, would make)."""
 
-    action: str  # create, escalate, cancel, revive, move, repeat, unsnooze
+    action: str  # create, escalate, cancel, answer, revive, move, repeat, unsnooze
     kind: str
     reminder_id: int | None
     thread_id: int | None
@@ -140,7 +141,11 @@ def run_threads(
         p.uncheck += [("thread", tid) for tid in chunk if tid not in infos]
         for tid, info in infos.items():
             wants, invalid = rules.thread_wants(info.facts, p.st.by_address, p.st.org, info.texts)
-            plan = reminder_plan.reconcile(wants, info.rows, p.st.by_id, p.st.org, p.now)
+            sent = [(r.kind, r.cycle) for r in info.rows if r.sent_count and r.status in OPEN]
+            answered = rules.answered(info.facts, p.st.by_address, p.st.org, sent)
+            plan = reminder_plan.reconcile(
+                wants, info.rows, p.st.by_id, p.st.org, p.now, answered=answered
+            )
             for w in wants:
                 one = reminder_plan.Plan(
                     tuple(c for c in plan.changes if c.want is w), plan.next_check
@@ -177,7 +182,7 @@ def _apply_targets(
 ) -> None:
     for t, info in infos.items():
         plan = reminder_plan.reconcile(
-            info.wants, info.rows, p.st.by_id, p.st.org, p.now, info.next_check
+            info.wants, info.rows, p.st.by_id, p.st.org, p.now, info.next_check, info.answered
         )
         extra = {
             "opportunity_id": info.opportunity_id,
@@ -199,6 +204,7 @@ def _apply_targets(
 
 _UPDATES: dict[str, dict[str, Any]] = {
     "cancel": {"status": "cancelled"},
+    "answer": {"status": "answered"},
     "revive": {"status": "pending", "due_at": sa.bindparam("due")},
     "move": {"due_at": sa.bindparam("due")},
     "repeat": {"status": "pending", "due_at": sa.bindparam("due")},
@@ -214,9 +220,10 @@ def _write(session: Session, p: Pass) -> None:
     for action, params in p.updates.items():
         values = dict(_UPDATES[action], updated_at=wall)
         stmt = sa.update(t).where(t.c.id == sa.bindparam("rid")).values(**values)
-        if action == "cancel":
-            # (no IN list here: expanding parameters do not work with executemany)
-            stmt = stmt.where(sa.or_(t.c.status == ACTIVE[0], t.c.status == ACTIVE[1]))
+        if action in ("cancel", "answer"):
+            # Only a row still open (a user's dismiss or done wins). No IN list here:
+            # expanding parameters do not work with executemany.
+            stmt = stmt.where(sa.or_(*(t.c.status == status for status in OPEN)))
         session.execute(stmt, params)
     c = store.table(ReminderCheck)
     store.upsert(session, c, p.checks, ("target_kind", "target_id"), ("check_at",))

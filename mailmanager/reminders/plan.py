@@ -1,23 +1,30 @@
 """Reminder lifecycle as pure functions: due reminders of opportunities and clients, and
 the writes that make the stored reminders match what the rules want (`reconcile`).
 
-`reconcile` creates what is missing, cancels pending rows that are no longer wanted (a reply
-came), moves due times (an out-of-office notice came), re-arms sent reminders that are still
-unanswered (`max_repeats`, every `repeat_days` business days), escalates to the manager once
-a reminder was sent `escalate_after` times and one more interval passed, and says when time
-alone could change the outcome again (the next check time).
+`reconcile` creates what is missing, closes rows that are no longer wanted (cancelled, or
+answered when a reply came after it was sent), moves due times (an out-of-office notice
+came), re-arms sent reminders that are still unanswered (`max_repeats`, every
+`repeat_days` business days), escalates to the manager once a reminder was sent
+`escalate_after` times and one more interval passed, and says when time alone could change
+the outcome again (the next check time).
 """
 
 from __future__ import annotations
 
 import itertools
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from mailmanager.reminders import businesstime as bt
 from mailmanager.reminders import rules
+
+# Reminder statuses (see `mailmanager.reminders.evaluation` for the lifecycle): open ones
+# still follow their thread or record; closed ones never change again for their cycle.
+OPEN = ("pending", "snoozed", "sent")
+CLOSED = ("answered", "cancelled", "dismissed", "done")
+STATUSES = (*OPEN, *CLOSED)
 
 _EPISODE = timedelta(days=7)  # exchanges closer than this are one episode (at-risk rhythm)
 
@@ -39,8 +46,8 @@ class Row:
 
 @dataclass(frozen=True)
 class Change:
-    """One write: create / escalate (with `want`), or cancel / revive / move / repeat /
-    unsnooze a stored row (with `reminder_id`)."""
+    """One write: create / escalate (with `want`), or cancel / answer / revive / move /
+    repeat / unsnooze a stored row (with `reminder_id`)."""
 
     action: str
     reminder_id: int | None = None
@@ -142,9 +149,14 @@ def reconcile(
     org: rules.OrgRules,
     now: datetime,
     next_check: datetime | None = None,
+    answered: Collection[tuple[str, int]] = frozenset(),
 ) -> Plan:
     """The writes that make `rows` match `wants` at `now`; see the module docstring.
 
+    A row no longer wanted is closed: *answered* when it was sent at least once and its
+    (kind, cycle) is in `answered` (the reply came, `rules.answered`; a new exchange with
+    the opportunity or client), else *cancelled* (answered before it was ever sent, or
+    no longer called for: a newer follow-up, a rule turned off, a closed opportunity).
     A row the user dismissed or marked done stays so for its cycle; a row the system
     cancelled comes back if it is wanted again before it was ever sent.
     """
@@ -153,11 +165,12 @@ def reconcile(
     wanted = {(w.kind, w.cycle): w for w in wants}
     stored = {(r.kind, r.cycle): r for r in rows}
     for r in rows:
-        if (r.kind.removeprefix(rules.ESCALATION), r.cycle) not in wanted and r.status in (
-            "pending",
-            "snoozed",
-        ):
-            changes.append(Change("cancel", r.id))
+        key = (r.kind.removeprefix(rules.ESCALATION), r.cycle)
+        if key not in wanted and r.status in OPEN:
+            if r.sent_count > 0 and (r.kind, r.cycle) in answered:
+                changes.append(Change("answer", r.id))
+            else:
+                changes.append(Change("cancel", r.id))
         elif r.status == "snoozed" and r.snoozed_until is not None:
             if r.snoozed_until <= now:
                 changes.append(Change("unsnooze", r.id, due_at=r.snoozed_until))
@@ -211,7 +224,7 @@ def _escalate(
         or user.escalate_after == 0
         or row.sent_count < user.escalate_after
         or row.sent_at is None
-        or row.status in ("dismissed", "done", "cancelled")
+        or row.status in CLOSED
         or (rules.ESCALATION + w.kind, w.cycle) in stored
     ):
         return []

@@ -12,13 +12,16 @@ the cycle is the id of the message the reminder is about, so a new follow-up is 
   answer from us for N business hours; a contact's pure thank-you needs none.
 
 "Real" messages exclude auto-replies, out-of-office notices, bounces and list mail; they
-never count as a reply nor start a reminder (DESIGN.md, "Rules that matter"). Internal mail
+never count as a reply nor start a reminder (DESIGN.md, "Rules that matter"). A post of
+ours to a mailing list expects no reply from anyone in particular: list addresses
+(`list_recipients`) are not people we wait for, so a message only to lists (or only to
+ourselves: our domains, our users' addresses) starts no awaiting_reply. Internal mail
 (between colleagues only) is neither. `reminder_plan` turns the wants into writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
@@ -73,6 +76,7 @@ class MessageFact:
     is_bounce: bool = False
     bounce_recipients: tuple[str, ...] = ()
     bounce_permanent: bool = False
+    lists: tuple[str, ...] = ()  # recipients that are mailing lists (`list_recipients`)
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,28 @@ def is_external(address: str, users: Mapping[str, UserRules], org: OrgRules) -> 
     return not org.identity.is_ours(address)
 
 
+def is_list_address(address: str, list_id: str) -> bool:
+    """Whether `address` is the posting address of the list `list_id` (RFC 2919: a List-Id
+    is the list's label and a namespace, in practice "dev.lists.example.org" for
+    dev@lists.example.org, "group.example.com" for a Google group group@example.com)."""
+    local, _, domain = address.lower().rpartition("@")
+    return bool(local) and list_id.lower() == f"{local}.{domain}"
+
+
+def list_recipients(
+    recipients: Iterable[str], list_id: str | None, known: Collection[str]
+) -> tuple[str, ...]:
+    """The recipients of one of our messages that are mailing lists: addresses known as
+    lists from earlier traffic (`known`), and, when a copy of the message came back through
+    a list (`list_id`), that list's address; when no recipient is that address, all of them
+    (the message was a list post)."""
+    everyone = tuple(dict.fromkeys(recipients))
+    found = [a for a in everyone if a in known or (list_id and is_list_address(a, list_id))]
+    if list_id and not any(is_list_address(a, list_id) for a in everyone):
+        return everyone
+    return tuple(found)
+
+
 def _real(m: MessageFact) -> bool:
     return not m.noise and m.sent_at is not None and m.direction != "internal"
 
@@ -136,7 +162,7 @@ def _ours_to_outside(m: MessageFact, users: Mapping[str, UserRules], org: OrgRul
     return (
         bool(m.from_email)
         and not is_external(m.from_email, users, org)
-        and any(is_external(a, users, org) for a in (*m.to, *m.cc))
+        and any(is_external(a, users, org) for a in (*m.to, *m.cc) if a not in m.lists)
     )
 
 
@@ -183,7 +209,11 @@ def _parties(
     found: set[str] = set()
     for m in f.messages[: f.messages.index(anchor) + 1]:
         if not m.noise:
-            found.update(a for a in (m.from_email, *m.to, *m.cc) if is_external(a, users, org))
+            found.update(
+                a
+                for a in (m.from_email, *m.to, *m.cc)
+                if is_external(a, users, org) and a not in m.lists
+            )
     ids = [f.identities.get(a, Identity()) for a in found]
     return _Parties(
         frozenset(found),
@@ -243,6 +273,39 @@ def thread_wants(
     return wants, invalid
 
 
+ANSWERABLE = ("awaiting_reply", "needs_response")
+
+
+def answered(
+    f: ThreadReminderFacts,
+    users: Mapping[str, UserRules],
+    org: OrgRules,
+    keys: Iterable[tuple[str, int]],
+) -> set[tuple[str, int]]:
+    """Which of these reminders, (kind, cycle), were answered later in the thread: for our
+    message (`awaiting_reply`), a reply from one of the people we wrote to (as
+    `thread_wants` counts one); for theirs (`needs_response`), a real message from us.
+    Escalations ("escalation:<kind>") follow the reminder they escalate."""
+    by_id = {m.id: m for m in f.messages}
+    found: set[tuple[str, int]] = set()
+    for kind, cycle in keys:
+        anchor = by_id.get(cycle)
+        if kind.removeprefix(ESCALATION) not in ANSWERABLE or anchor is None or not _real(anchor):
+            continue
+        later = _after(f.messages, anchor)
+        if _ours_to_outside(anchor, users, org):
+            parties = _parties(f, anchor, users, org)
+            hit = any(_counts_as_reply(m, parties, f, users, org) for m in later)
+        else:
+            hit = is_external(anchor.from_email, users, org) and any(
+                _real(m) and m.from_email and not is_external(m.from_email, users, org)
+                for m in later
+            )
+        if hit:
+            found.add((kind, cycle))
+    return found
+
+
 def _ids_after(f: ThreadReminderFacts, m: MessageFact) -> set[int]:
     return {x.id for x in _after(f.messages, m)}
 
@@ -257,7 +320,9 @@ def _awaiting(
     assert anchor.sent_at is not None
     user = users[anchor.from_email]
     cal = user.calendar
-    recipients = [a for a in (*anchor.to, *anchor.cc) if is_external(a, users, org)]
+    recipients = [
+        a for a in (*anchor.to, *anchor.cc) if is_external(a, users, org) and a not in anchor.lists
+    ]
     later = _after(f.messages, anchor)
     bounces = [m for m in later if m.is_bounce and m.bounce_permanent and m.sent_at]
     bounced = sorted({a for m in bounces for a in m.bounce_recipients if a in recipients})

@@ -50,6 +50,16 @@ class TargetInfo:
     contact_id: int | None = None
     company_id: int | None = None
     message_id: int | None = None
+    answered: frozenset[tuple[str, int]] = frozenset()  # rows an exchange since answered
+
+
+def _answered(
+    rows: Sequence[reminder_plan.Row], last: datetime | None
+) -> frozenset[tuple[str, int]]:
+    """The rows (kind, cycle) about an exchange older than the last one: answered by it."""
+    if last is None:
+        return frozenset()
+    return frozenset((r.kind, r.cycle) for r in rows if r.cycle < cycle_of(last))
 
 
 def cycle_of(t: datetime) -> int:
@@ -167,6 +177,7 @@ def load_opportunities(
             opportunity_id=oid,
             company_id=company_id,
             message_id=mid,
+            answered=_answered(rows.get(t, []), last),
         )
     return out
 
@@ -236,5 +247,6 @@ def load_clients(
             contact_id=clients[0][0] if clients else None,
             company_id=t[1] if t[0] == "company" else (clients[0][1] if clients else None),
             message_id=found[-1][1] if found else None,
+            answered=_answered(rows.get(t, []), found[-1][0] if found else None),
         )
     return out

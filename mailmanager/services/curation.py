@@ -24,6 +24,7 @@ from mailmanager.db import audit, lookup, models
 from mailmanager.db.models import Link, Message, ReviewItem, Suggestion
 from mailmanager.errors import MailmanagerError
 from mailmanager.matching import run as linking
+from mailmanager.matching import suggestions
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,11 @@ def contact_label(session: Session, contact_id: int) -> str:
     c = session.get(models.Contact, contact_id)
     if c is None:
         return f"contact #{contact_id} (deleted)"
-    email = session.scalar(
-        sa.select(models.ContactEmail.email)
-        .where(models.ContactEmail.contact_id == contact_id)
-        .order_by(models.ContactEmail.id)
+    ce = models.ContactEmail
+    email = session.scalar(  # as written (`display`), not the match key
+        sa.select(sa.case((ce.display == "", ce.email), else_=ce.display))
+        .where(ce.contact_id == contact_id)
+        .order_by(ce.id)
         .limit(1)
     )
     name = f"{c.first_name} {c.last_name}".strip()
@@ -302,8 +304,9 @@ def accept_suggestion(
         company = crm.find_company(session, company_ref) if company_ref else None
         if company is None and row.company_id is not None:
             company = session.get(models.Company, row.company_id)
+        written = suggestions.written_forms(session, [row.email]).get(row.email, [row.email])
         contact = crm.create_contact(
-            session, cfg, [row.email], first, last, company=company, source="suggestion"
+            session, cfg, [written[0]], first, last, company=company, source="suggestion"
         )
     except crm.CrmError as exc:
         raise CurationError(str(exc)) from exc
@@ -314,24 +317,45 @@ def list_suggestions(
     session: Session, include_closed: bool = False, limit: int = 50
 ) -> list[dict[str, Any]]:
     """Suggested contacts, most messages first (only pending ones unless `include_closed`),
-    with the label of the company they would join."""
+    with the label of the company they would join and the address as written in mail.
+
+    Bounced, mailing-list and robot addresses (`suggestions.unwanted`) are left out; with
+    `include_closed` they are listed too, with status "excluded" and the reason."""
     query = sa.select(Suggestion).order_by(Suggestion.messages.desc(), Suggestion.email)
     if not include_closed:
         query = query.where(Suggestion.status == "pending")
-    rows = session.scalars(query.limit(limit)).all()
+    rows: list[Suggestion] = []
+    forms: dict[str, list[str]] = {}
+    excluded: dict[str, str] = {}
+    offset = 0
+    while len(rows) < limit:
+        page = session.scalars(query.offset(offset).limit(limit * 2)).all()
+        if not page:
+            break
+        offset += len(page)
+        page_forms = suggestions.written_forms(session, [r.email for r in page])
+        for r in page:
+            page_forms.setdefault(r.email, [r.email])
+        page_excluded = suggestions.unwanted(session, page_forms)
+        forms.update(page_forms)
+        excluded.update(page_excluded)
+        rows += [r for r in page if include_closed or r.email not in page_excluded]
+    rows = rows[:limit]
     companies = {
         r.company_id: target_label(session, "company", r.company_id) for r in rows if r.company_id
     }
     return [
         {
-            "email": r.email,
+            "email": forms[r.email][0],
+            "key": r.email,
             "name": r.name,
             "company": companies.get(r.company_id) if r.company_id else None,
             "messages": r.messages,
             "sent": r.sent,
             "first_seen": r.first_seen.isoformat() if r.first_seen else None,
             "last_seen": r.last_seen.isoformat() if r.last_seen else None,
-            "status": r.status,
+            "status": "excluded" if r.email in excluded else r.status,
+            "excluded": excluded.get(r.email),
         }
         for r in rows
     ]

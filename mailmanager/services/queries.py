@@ -274,3 +274,19 @@ def outbox_rows(
         }
         for r in session.scalars(stmt)
     ]
+
+
+# --- what the CLI shows in the user's time zone (issue #17) ----------------------------------
+
+
+def thread_mailboxes(session: Session, thread_id: int) -> list[str]:
+    """The mailboxes holding a thread's mail, that of its first message (by date) first."""
+    rows = session.execute(
+        sa.select(Mailbox.name)
+        .join(Folder, Folder.mailbox_id == Mailbox.id)
+        .join(MessageLocation, MessageLocation.folder_id == Folder.id)
+        .join(Message, Message.id == MessageLocation.message_id)
+        .where(Message.thread_id == thread_id)
+        .order_by(Message.sent_at.nulls_last(), Message.id, MessageLocation.id)
+    )
+    return list(dict.fromkeys(name for (name,) in rows))

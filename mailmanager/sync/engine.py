@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config as config_mod
-from mailmanager import events, registry, spi
+from mailmanager import events, spi
 from mailmanager.config import identity
 from mailmanager.db import configrows, leases, models, store, tokens
 from mailmanager.db.models import Folder, Mailbox
@@ -148,7 +148,8 @@ class Syncer:
 
     def sync(self, mailbox_name: str) -> SyncReport:
         """Sync one mailbox; errors are recorded on the report and the mailbox, not raised,
-        except configuration errors and a held lease."""
+        its configuration errors included (one bad mailbox never stops the others), except
+        a held lease."""
         mb = self.cfg.mailbox(mailbox_name)
         started = time.perf_counter()
         sync_start = models.utcnow()
@@ -166,14 +167,26 @@ class Syncer:
             s.flush()
             run_id = run.id
         ctx = _context(self.cfg, mb, mailbox_id)
-        cls = registry.load(mb.connector, key=f"mailboxes.{mb.name}.connector")
-        connector = cls(tokens.connector_config(self.cfg, mb, self.factory))
+        try:
+            connector = tokens.build_connector(self.cfg, mb, self.factory)
+        except config_mod.ConfigFileError as exc:
+            # This mailbox's settings are wrong: it fails alone, the others still sync.
+            report.status = "error"
+            report.error = "configuration error: " + "; ".join(str(e) for e in exc.errors)
+            log.warning(
+                "sync failed",
+                extra={"action": "sync_error", "mailbox": mb.name, "error": report.error},
+            )
+            report.elapsed = time.perf_counter() - started
+            self._finish(mailbox_id, run_id, report, sync_start)
+            return report
         side = fetching.open_fetch_side(
             connector,
             self.cfg.sync.batch_size,
-            self.cfg.sync.parse_workers if getattr(cls, "forkable", True) else 0,
+            self.cfg.sync.parse_workers if getattr(connector, "forkable", True) else 0,
             self.stop,
             self.factory.kw.get("bind"),
+            self.cfg.sync.max_message_size,
         )
         try:
             self._run_pending(mailbox_id)  # left by a full scan that was cut short
@@ -181,9 +194,14 @@ class Syncer:
                 if self.stop.is_set():
                     break
                 report.folders.append(self._sync_folder(side, ctx, remote))
-        except spi.ConnectorError as exc:
+        except (spi.ConnectorError, spi.ConfigError) as exc:  # e.g. a token found unusable
             report.status, report.error = "error", f"{type(exc).__name__}: {exc}"
             log.warning(
+                "sync failed", extra={"action": "sync_error", "mailbox": mb.name, "error": str(exc)}
+            )
+        except Exception as exc:  # a bug or a database failure: this mailbox fails alone
+            report.status, report.error = "error", f"{type(exc).__name__}: {exc}"[:2000]
+            log.exception(
                 "sync failed", extra={"action": "sync_error", "mailbox": mb.name, "error": str(exc)}
             )
         finally:
@@ -286,12 +304,12 @@ class Syncer:
             try:
                 with s.begin_nested():
                     result = ingest.store_batch(s, ctx, folder_id, items, batch.removed, changes)
-            except sa.exc.OperationalError:
-                raise  # the database is unreachable or locked: the next run retries
-            except sa.exc.DBAPIError as exc:
+            except Exception as exc:  # maybe one item the database (or ingest) rejects
+                if ingest.is_outage(exc):
+                    raise  # the database is unreachable or locked: the next run retries
                 log.warning(
-                    "batch rejected by the database, storing it item by item",
-                    extra={"action": "batch_fallback", "error": str(exc.orig)[:200]},
+                    "batch rejected, storing it item by item",
+                    extra={"action": "batch_fallback", "error": ingest.failure(exc)[:200]},
                 )
                 result = ingest.store_items_apart(s, ctx, folder_id, items, batch.removed, changes)
             if full_scan and self.hooks:  # the stages run once, when the scan ends

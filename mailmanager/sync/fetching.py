@@ -63,15 +63,19 @@ def _items(batch: spi.ChangeBatch) -> list[tuple[bytes, datetime | None]]:
     return [(m.raw, m.internal_date) for m in batch.messages]
 
 
-def _parse_many(items: Sequence[tuple[bytes, datetime | None]]) -> list[Any]:
-    return [parsing.parse(raw, provider_date=date) for raw, date in items]
+def _parse_many(
+    items: Sequence[tuple[bytes, datetime | None]], max_size: int | None = None
+) -> list[Any]:
+    """Parse each item; a message over `max_size` bytes is read from its headers only."""
+    return [parsing.parse(raw, provider_date=date, max_size=max_size) for raw, date in items]
 
 
 class _Parser:
     """Parses batches in `workers` processes, or when asked for the result if `workers` is 0
     (so the thread that wants the result does the work, not the fetcher thread)."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, max_size: int | None = None) -> None:
+        self.max_size = max_size
         self.pool: cf.ProcessPoolExecutor | None = None
         if workers > 0:
             ctx = multiprocessing.get_context("fork")
@@ -80,8 +84,8 @@ class _Parser:
     def submit(self, batch: spi.ChangeBatch) -> Callable[[], list[Any]]:
         items = _items(batch)
         if self.pool is None or not items:
-            return lambda: _parse_many(items)
-        return self.pool.submit(_parse_many, items).result
+            return lambda: _parse_many(items, self.max_size)
+        return self.pool.submit(_parse_many, items, self.max_size).result
 
     def close(self) -> None:
         if self.pool is not None:
@@ -172,9 +176,15 @@ class FetchSide:
 
 
 class _Local(FetchSide):
-    def __init__(self, connector: spi.Connector, limit: int, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        connector: spi.Connector,
+        limit: int,
+        stop: threading.Event,
+        max_size: int | None = None,
+    ) -> None:
         self.connector, self.limit, self.stop = connector, limit, stop
-        self.parser = _Parser(0)
+        self.parser = _Parser(0, max_size)
 
     def folders(self) -> list[spi.RemoteFolder]:
         return list(self.connector.list_folders())
@@ -213,6 +223,7 @@ def _serve(
     limit: int,
     parse_workers: int,
     engine: Engine | None,
+    max_size: int | None = None,
 ) -> None:
     """The fetch worker's main loop (in the child process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the writer's to handle
@@ -223,7 +234,7 @@ def _serve(
         # referenced (never collected; the child ends with os._exit) and use a new one.
         _INHERITED.append(engine.pool)
         engine.dispose(close=False)
-    parser = _Parser(parse_workers)
+    parser = _Parser(parse_workers, max_size)
     try:
         while True:
             command = conn.recv()
@@ -250,13 +261,18 @@ def _serve(
 
 class _Worker(FetchSide):
     def __init__(
-        self, connector: spi.Connector, limit: int, parse_workers: int, engine: Engine | None
+        self,
+        connector: spi.Connector,
+        limit: int,
+        parse_workers: int,
+        engine: Engine | None,
+        max_size: int | None = None,
     ) -> None:
         ctx = multiprocessing.get_context("fork")
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(
             target=_serve,
-            args=(child, connector, limit, parse_workers, engine),
+            args=(child, connector, limit, parse_workers, engine, max_size),
             name="mailmanager-fetch",
             daemon=True,
         )
@@ -319,9 +335,10 @@ class _Auto(FetchSide):
         parse_workers: int,
         stop: threading.Event,
         engine: Engine | None,
+        max_size: int | None = None,
     ) -> None:
         self.connector, self.limit, self.stop = connector, limit, stop
-        self.parse_workers, self.engine = parse_workers, engine
+        self.parse_workers, self.engine, self.max_size = parse_workers, engine, max_size
         self.worker: _Worker | None = None
 
     def folders(self) -> list[spi.RemoteFolder]:
@@ -334,13 +351,15 @@ class _Auto(FetchSide):
             yield from self.worker.batches(remote, cursor)
             return
         batch, rescanned = _fetch(self.connector, remote, cursor, self.limit)
-        yield ParsedBatch(batch, _parse_many(_items(batch)), rescanned)
+        yield ParsedBatch(batch, _parse_many(_items(batch), self.max_size), rescanned)
         if not batch.more or self.stop.is_set():
             return
         # A big folder: from here on a worker fetches and parses. It connects afresh;
         # this process's connection is closed first, so the two never share one.
         self.connector.close()
-        self.worker = _Worker(self.connector, self.limit, self.parse_workers, self.engine)
+        self.worker = _Worker(
+            self.connector, self.limit, self.parse_workers, self.engine, self.max_size
+        )
         for item in self.worker.batches(remote, batch.cursor):
             yield ParsedBatch(item.batch, item.results, item.rescanned or rescanned)
 
@@ -355,11 +374,13 @@ def open_fetch_side(
     workers: int,
     stop: threading.Event,
     engine: Engine | None = None,
+    max_size: int | None = None,
 ) -> FetchSide:
     """The fetch side for one sync: when `workers` >= 1, in this process for the first batch
     of each folder and in a fetch worker process (with `workers - 1` more processes parsing)
     once a folder has more to give; else all in this process. `engine` is the writer's, for
-    the child to drop its inherited connections (a connector's token store may use it)."""
+    the child to drop its inherited connections (a connector's token store may use it).
+    A message over `max_size` bytes is parsed from its headers only (`parsing.parse`)."""
     if workers <= 0:
-        return _Local(connector, limit, stop)
-    return _Auto(connector, limit, workers - 1, stop, engine)
+        return _Local(connector, limit, stop, max_size)
+    return _Auto(connector, limit, workers - 1, stop, engine, max_size)

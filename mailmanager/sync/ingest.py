@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,9 +26,11 @@ from mailmanager import events
 from mailmanager.config import identity as identity_mod
 from mailmanager.db import models, store
 from mailmanager.db.models import Message, MessageLocation, Participant
-from mailmanager.mail import parsing
+from mailmanager.mail import mime, parsing
 from mailmanager.sync import threadstore
 from mailmanager.sync.threadstore import clean, stored_message_id
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,7 @@ def store_batch(
     quarantined = [f for f in items if isinstance(f.parsed, parsing.Quarantined)]
 
     new = _insert_messages(session, ctx, parsed)
+    listed = _note_list_copies(session, parsed, new, now)
     result.new_messages = len(new.rows)
     result.message_ids = list(new.key_to_id.values())
     _insert_participants_and_raw(session, ctx, parsed, new)
@@ -229,7 +233,7 @@ def store_batch(
         result.quarantined = len(quarantined)
     result.removed = _remove_locations(session, folder_id, removed)
     result.flag_changes = _change_flags(session, folder_id, flag_changes)
-    result.threads = _thread_new_messages(session, ctx, parsed, new)
+    result.threads = _thread_new_messages(session, ctx, parsed, new) | listed
     return result
 
 
@@ -255,6 +259,44 @@ def _insert_messages(
     return _NewMessages(first_index, rows, key_to_id, message_of)
 
 
+def _note_list_copies(
+    session: Session,
+    parsed: Sequence[tuple[Fetched, parsing.ParsedMessage]],
+    new: _NewMessages,
+    now: datetime,
+) -> set[int]:
+    """A copy of a stored message that came through a mailing list (our post, distributed
+    back to us with a `List-Id`) leaves its list on the stored message when it has none:
+    later stages then know the message was a list post (the reminder rules: a post to a
+    list awaits no one's reply). Returns the threads of those messages."""
+    inserted = set(new.key_to_id.values())
+    lists: dict[int, str] = {}
+    for index, mid in new.message_of.items():
+        p = parsed[index][1]
+        if mid not in inserted and p.list_id:
+            lists.setdefault(mid, clean(p.list_id, 300))
+    if not lists:
+        return set()
+    t, threads = store.table(Message), store.table(models.Thread)
+    bare: dict[int, int | None] = {}  # (a rescan finds the list's own mail: already set)
+    for chunk in store.chunks(sorted(lists)):
+        bare.update(
+            session.execute(
+                sa.select(t.c.id, t.c.thread_id).where(t.c.id.in_(chunk), t.c.list_id.is_(None))
+            ).all()
+        )
+    if not bare:
+        return set()
+    session.execute(
+        sa.update(t).where(t.c.id == sa.bindparam("mid")).values(list_id=sa.bindparam("lid")),
+        [{"mid": mid, "lid": lists[mid]} for mid in bare],
+    )
+    changed = {tid for tid in bare.values() if tid is not None}
+    if changed:
+        session.execute(sa.update(threads).where(threads.c.id.in_(changed)).values(updated_at=now))
+    return changed
+
+
 def _insert_participants_and_raw(
     session: Session,
     ctx: MailboxContext,
@@ -268,7 +310,10 @@ def _insert_participants_and_raw(
         fetched, p = parsed[index]
         participant_rows.extend(_participant_rows(new.key_to_id[key], p))
         if ctx.keep_raw:
-            raw_rows.append({"sha256": p.sha256, "data": fetched.raw})
+            data = fetched.raw
+            if "too_large" in p.defects:  # over sync.max_message_size: headers and a note
+                data = mime.oversize_stub(data)
+            raw_rows.append({"sha256": p.sha256, "data": data})
     if participant_rows:
         session.execute(sa.insert(store.table(Participant)), participant_rows)
     store.insert_ignore(session, store.table(models.MessageRaw), raw_rows)
@@ -400,6 +445,25 @@ def _thread_new_messages(
     return threads
 
 
+def is_outage(exc: BaseException) -> bool:
+    """True when `exc` says the database is unreachable, locked or busy (the whole batch
+    waits for the next run), not that it refuses one item. Operational errors are outages,
+    except PostgreSQL's "program limit exceeded" (SQLSTATE class 54: an index row too big,
+    say), which one message's values cause."""
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    return not state.startswith("54")
+
+
+def failure(exc: BaseException) -> str:
+    """Why an item was not stored, in one line: the exception class and its message (the
+    driver's own for a database error, without SQLAlchemy's statement dump)."""
+    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+    first = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first}"
+
+
 def store_items_apart(
     session: Session,
     ctx: MailboxContext,
@@ -408,18 +472,25 @@ def store_items_apart(
     removed: Sequence[str] = (),
     flag_changes: Iterable[tuple[str, frozenset[str]]] = (),
 ) -> events.BatchResult:
-    """`store_batch` one item at a time, each in a savepoint: an item the database rejects
-    is quarantined with the database's reason instead of failing the whole batch."""
+    """`store_batch` one item at a time, each in a savepoint: an item that fails to store,
+    whatever the reason (the database refuses a value, a bug in a later step), is
+    quarantined with that reason instead of failing the whole batch. Only a database
+    outage (`is_outage`) is raised."""
     total = store_batch(session, ctx, folder_id, (), removed, flag_changes)
     for item in items:
         try:
             with session.begin_nested():
                 one = store_batch(session, ctx, folder_id, [item])
-        except sa.exc.OperationalError:
-            raise
-        except sa.exc.DBAPIError as exc:
+        except Exception as exc:
+            if is_outage(exc):
+                raise
             size, sha = len(item.raw), hashlib.sha256(item.raw).hexdigest()
-            reason = clean(f"database rejected the message: {exc.orig}", 500)
+            why = "database rejected" if isinstance(exc, sa.exc.DBAPIError) else "could not store"
+            reason = clean(f"{why} the message: {failure(exc)}", 500)
+            logger.warning(
+                "message quarantined at store",
+                extra={"action": "store_quarantined", "sha256": sha, "reason": reason},
+            )
             # The quarantine row must be storable even when the provider id was the problem.
             pid = clean(item.provider_id)
             bad = Fetched(pid, item.raw, parsing.Quarantined(reason, size, sha))

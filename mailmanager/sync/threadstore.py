@@ -18,13 +18,15 @@ from sqlalchemy.orm import Session
 from mailmanager import events
 from mailmanager.db import models, store
 from mailmanager.db.models import Message, Participant, Thread, ThreadNode
-from mailmanager.mail import parsing, threads
+from mailmanager.mail import parsing, storable, threads
 
 
 def clean(value: str, limit: int | None = None) -> str:
-    """A string every database accepts: PostgreSQL refuses NUL characters in text."""
+    """A string every database accepts: PostgreSQL refuses NUL characters in text (shown
+    as U+FFFD here), and no driver can encode a lone surrogate (see `storable.text`)."""
     if "\x00" in value:
         value = value.replace("\x00", "\ufffd")
+    value = storable.text(value)
     return value[:limit] if limit is not None else value
 
 

@@ -167,3 +167,27 @@ def test_message_id_is_stable_per_key_and_domain() -> None:
     assert a == outbox.message_id("digest:2026-11-10T08:30:alice@example.com", "mm@example.com")
     assert a.startswith("<mailmanager.") and a.endswith("@example.com>")
     assert a != outbox.message_id("digest:2026-11-10T14:00:alice@example.com", "mm@example.com")
+
+
+def test_a_dormant_opportunity_item_without_a_contact_shows_its_company_as_company() -> None:
+    """Issue #17: the company of a dormant opportunity without a contact used to be shown
+    as the contact ("Contact : Globex UK") under a "(sans objet)" heading."""
+    dormant = item(
+        kind="dormant_opportunity",
+        thread_id=None,
+        subject="OPP-7 — Extension Londres",
+        contact_name="",
+        contact_email="",
+        company_name="Globex UK",
+        opportunity_ref="OPP-7",
+        opportunity_title="Extension Londres",
+        last_snippet="",
+    )
+    fr = digest.render([dormant], ALICE).text
+    assert "1. OPP-7 — Extension Londres  [#12]" in fr and "Société : Globex UK" in fr
+    assert "Contact :" not in fr and "Opportunité :" not in fr
+    en = digest.render([dormant], BOB).text
+    assert "1. OPP-7 — Extension Londres  [#12]" in en and "Company: Globex UK" in en
+    assert "Contact:" not in en and "Opportunity:" not in en
+    html = digest.render([dormant], ALICE).html
+    assert "Société : Globex UK" in html and "Contact :" not in html

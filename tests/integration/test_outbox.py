@@ -94,10 +94,13 @@ def test_server_down_is_retried_with_backoff_then_delivered_once(
     assert first.retried == [rid] and first.error and "cannot connect" in first.error
     r = row(factory, rid)
     assert (r.status, r.attempts, r.next_attempt_at) == ("pending", 1, T0 + timedelta(seconds=60))
-    # Not due yet: nothing is attempted.
-    assert outbox.flush(cfg, factory, clock=at(T0 + timedelta(seconds=30))).as_dict() == (
-        outbox.FlushReport().as_dict()
-    )
+    # Not due yet: nothing is attempted; the report says what waits, until when, and why.
+    early = outbox.flush(cfg, factory, clock=at(T0 + timedelta(seconds=30)))
+    assert early.as_dict() == outbox.FlushReport().as_dict() | {
+        "retry_later": 1,
+        "next_retry_at": (T0 + timedelta(seconds=60)).isoformat(),
+        "next_retry_error": r.last_error,
+    }
     second = T0 + timedelta(seconds=61)
     assert outbox.flush(cfg, factory, clock=at(second)).retried == [rid]
     assert row(factory, rid).next_attempt_at == second + timedelta(seconds=120)  # doubled

@@ -219,7 +219,9 @@ def test_cross_references_owner_manager_and_duplicates() -> None:
     text = USERS.replace('name = "Bob Smith"', 'name = "Bob"\nmanager = "alice@example.co"')
     text += FAKE_MAILBOX.replace('owner = "bob@example.com"', 'owner = "carol@example.com"')
     errors = errors_of(text)
-    assert errors["mailboxes[0].owner"].problem == "'carol@example.com' is not another user"
+    assert errors["mailboxes[0].owner"].problem == (
+        "'carol@example.com' is not a user: a mailbox's owner must be one of the [[users]]"
+    )
     assert "add a [[users]] table" in errors["mailboxes[0].owner"].fix
     assert "did you mean 'alice@example.com'?" in errors["users[1].manager"].fix
     text = USERS.replace('name = "Bob Smith"', 'name = "Bob"\nmanager = "BOB@example.com"')

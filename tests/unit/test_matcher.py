@@ -318,6 +318,55 @@ def test_closed_opportunity_is_candidate_only_until_it_closed() -> None:
     assert ("opportunity", 5) not in links(run(msg(1, "jane@acme.fr", at=3), ix=ix), 1)
 
 
+@pytest.mark.parametrize(
+    ("closed_at", "last_activity_at"),
+    [
+        (None, None),  # imported lost, no dates: created_at is the import, no close date
+        (day(-200), None),  # closed before the row was made: created already closed
+        (None, day(5)),  # linking moves the last activity: no bound
+    ],
+    ids=["no-close-date", "closed-before-created", "last-activity-only"],
+)
+def test_closed_opportunity_without_known_dates_takes_no_mail_by_inference(
+    closed_at: datetime | None, last_activity_at: datetime | None
+) -> None:
+    # created_at: the import, a month after the mail
+    lost = Opp(5, "OPP-5", 10, False, day(30), closed_at, last_activity_at)
+    ix = add_opps(index(), lost, contacts={1: (5,)})
+    for at in (-400, -100, 0, 10, 40):
+        v = run(msg(1, "jane@acme.fr", at=at), ix=ix)
+        assert ("opportunity", 5) not in links(v, 1), at
+        assert v.review is None
+    detail = run(msg(1, "jane@acme.fr"), ix=ix).messages[0].detail
+    assert "OPP-5 has no known open dates" in detail and "subject tag" in detail
+    tagged = run(msg(1, "jane@acme.fr", subject="[OPP-5] Relance"), ix=ix)
+    assert links(tagged, 1)[("opportunity", 5)] == "subject_tag"
+    manual = run(msg(1, "jane@acme.fr"), ix=ix, marks=(Mark("opportunity", 5, False),))
+    assert links(manual, 1)[("opportunity", 5)] == "manual"
+
+
+def test_closed_opportunity_with_known_dates_uses_its_real_open_interval() -> None:
+    won = opp(5, created=-60, open=False, closed_at=day(-10))
+    ix = add_opps(index(), won, contacts={1: (5,)})
+    window = timedelta(days=30)
+    assert ("opportunity", 5) in links(
+        run(msg(1, "jane@acme.fr", at=-30), ix=ix, retro_window=window), 1
+    )
+    retro = run(msg(1, "jane@acme.fr", at=-80), ix=ix, retro_window=window)
+    assert "retro window" in next(d for d in retro.messages[0].links if d.kind == "opportunity")[4]
+    assert ("opportunity", 5) not in links(
+        run(msg(1, "jane@acme.fr", at=-100), ix=ix, retro_window=window), 1
+    )
+    after = run(msg(1, "jane@acme.fr", at=-9), ix=ix, retro_window=window)
+    assert ("opportunity", 5) not in links(after, 1) and "no known open dates" not in str(after)
+    # an open opportunity of the same company takes the later mail, the closed one no longer
+    ix = add_opps(ix, opp(6, created=-5), contacts={1: (5, 6)})
+    assert ("opportunity", 6) in links(
+        run(msg(1, "jane@acme.fr", at=0), ix=ix, retro_window=window), 1
+    )
+    assert won.dates_known and not opp(7, open=False).dates_known and opp(8).dates_known
+
+
 # --- manual links and tombstones ------------------------------------------------------------------
 
 

@@ -86,9 +86,20 @@ def test_reconcile_lifecycle() -> None:
     # Never created about a message older than max_age.
     old = rules.Want("awaiting_reply", 1, 1, due, T0 - timedelta(days=40), "r")
     assert plan.reconcile([old], [], BY_ID, ORG, now).changes == ()
-    # No longer wanted (a reply came): cancelled; sent ones are history.
+    # No longer wanted (a reply came): cancelled before it was sent, answered after (issue
+    # #17: a sent reminder used to stay "sent" for ever); no longer wanted without an
+    # answer (a newer follow-up): cancelled.
     assert actions(plan.reconcile([], [row("pending", due)], BY_ID, ORG, now)) == [("cancel", 10)]
-    assert plan.reconcile([], [row("sent", due, now, 1)], BY_ID, ORG, now).changes == ()
+    reply = {("awaiting_reply", 1)}
+    for status in ("sent", "pending", "snoozed"):  # pending again: a repeat; snoozed after it
+        sent = row(status, due, now, 1)
+        assert actions(plan.reconcile([], [sent], BY_ID, ORG, now, answered=reply)) == [
+            ("answer", 10)
+        ]
+    assert actions(plan.reconcile([], [row("sent", due, now, 1)], BY_ID, ORG, now)) == [
+        ("cancel", 10)
+    ]
+    assert plan.reconcile([], [row("answered", due, now, 1)], BY_ID, ORG, now).changes == ()
     # Dismissed and done stay so; cancelled before being sent comes back.
     for status in ("dismissed", "done"):
         assert plan.reconcile([want(due)], [row(status, due)], BY_ID, ORG, now).changes == ()
@@ -119,3 +130,50 @@ def test_repeat_and_escalation_times() -> None:
         [w], [row("sent", again, again, 2), esc], BY_ID, ORG, again + timedelta(30)
     )
     assert done.changes == () and done.next_check is None
+
+
+def test_answered_reminders_of_a_thread() -> None:
+    """`rules.answered`: our message is answered by a reply from the people we wrote to;
+    theirs by a real message from us; an auto-reply answers nothing (issue #17)."""
+    ours = msg(1, "alice@example.com", ("jean@acme.fr",), 0)
+    auto = msg(2, "jean@acme.fr", ("alice@example.com",), 1, noise=True)
+    keys = [("awaiting_reply", 1), ("escalation:awaiting_reply", 1), ("needs_response", 3)]
+    facts = rules.ThreadReminderFacts(1, (ours, auto))
+    assert rules.answered(facts, USERS, ORG, keys) == set()
+    reply = msg(3, "jean@acme.fr", ("alice@example.com",), 2)
+    facts = rules.ThreadReminderFacts(1, (ours, auto, reply))
+    assert rules.answered(facts, USERS, ORG, keys) == set(keys[:2])
+    again = msg(4, "alice@example.com", ("jean@acme.fr",), 3)
+    facts = rules.ThreadReminderFacts(1, (ours, auto, reply, again))
+    assert rules.answered(facts, USERS, ORG, keys) == set(keys)
+    assert rules.answered(facts, USERS, ORG, [("bounced", 1)]) == set()
+
+
+def test_a_post_to_a_mailing_list_awaits_no_reply() -> None:
+    """Issue #17: list addresses are not people we wait for; a message to a list and a
+    person still waits for the person; mail only to our own role addresses waits for none."""
+    to_list = msg(1, "alice@example.com", ("dev@lists.acme.fr",), 0, lists=("dev@lists.acme.fr",))
+    assert wants(to_list) == []
+    both = msg(
+        1,
+        "alice@example.com",
+        ("dev@lists.acme.fr", "jean@acme.fr"),
+        0,
+        lists=("dev@lists.acme.fr",),
+    )
+    (w,) = rules.thread_wants(rules.ThreadReminderFacts(1, (both,)), USERS, ORG, {})[0]
+    assert (w.kind, w.contact_email) == ("awaiting_reply", "jean@acme.fr")
+    ours_only = msg(1, "alice@example.com", ("sales@example.com", "bob@example.com"), 0)
+    assert wants(ours_only) == []
+
+
+def test_list_recipients() -> None:
+    """Which recipients are lists: known ones, and the list a copy came back through (when
+    no recipient is its address, the whole message was a list post)."""
+    to = ("dev@lists.acme.fr", "jean@acme.fr")
+    assert rules.list_recipients(to, None, set()) == ()
+    assert rules.list_recipients(to, None, {"dev@lists.acme.fr"}) == ("dev@lists.acme.fr",)
+    assert rules.list_recipients(to, "dev.lists.acme.fr", set()) == ("dev@lists.acme.fr",)
+    assert rules.list_recipients(to, "other.example.org", set()) == to
+    assert rules.is_list_address("Group@Example.com", "group.example.com")
+    assert not rules.is_list_address("jean@acme.fr", "dev.lists.acme.fr")
