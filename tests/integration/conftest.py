@@ -15,10 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.imap.connector import ImapConnector
-from mailmanager import spi
+from mailmanager import config, spi
+from mailmanager.db import configrows
 from mailmanager.testing.dovecot import NO_CONDSTORE_CAPABILITY, DovecotServer, dovecot_binary
+from tests.conftest import ConfigWriter
 
 IN_CI = bool(os.environ.get("CI"))
 CONDSTORE_ONLY_CAPABILITY = NO_CONDSTORE_CAPABILITY + " CONDSTORE"
@@ -107,3 +110,20 @@ def any_account(request: pytest.FixtureRequest) -> Iterator[ImapAccount]:
 @pytest.fixture
 def tls_account(dovecot_tls: DovecotServer) -> Iterator[ImapAccount]:
     yield from _account(dovecot_tls)
+
+
+@pytest.fixture
+def cfg(db_url: str, write_config: ConfigWriter) -> config.Config:
+    """The test config (`write_config`) with no extra settings, loaded."""
+    return config.load(write_config(db_url, ""))
+
+
+@pytest.fixture
+def s(cfg: config.Config, factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session over a database that holds the config's users and mailboxes (committed);
+    what the test writes is rolled back at its end."""
+    with factory() as session:
+        configrows.ensure_config_rows(session, cfg)
+        session.commit()
+        yield session
+        session.rollback()

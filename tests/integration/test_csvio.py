@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from mailmanager import config
 from mailmanager.crm import csvio, opportunities
 from mailmanager.crm import records as crm
 from mailmanager.crm import views as crmviews
-from mailmanager.db import configrows, models
+from mailmanager.db import models
 from mailmanager.db.models import Company, Contact
-from tests.conftest import ConfigWriter
-
-
-@pytest.fixture
-def cfg(db_url: str, write_config: ConfigWriter) -> config.Config:
-    return config.load(write_config(db_url, ""))
-
-
-@pytest.fixture
-def s(cfg: config.Config, factory: sessionmaker[Session]) -> Iterator[Session]:
-    with factory() as session:
-        configrows.ensure_config_rows(session, cfg)
-        session.commit()
-        yield session
-        session.rollback()
 
 
 def write(path: Path, text: str, encoding: str, bom: bool = False) -> bytes:

@@ -4,36 +4,20 @@ on a real database; the matcher then links mail only within an opportunity's kno
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import openpyxl
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from mailmanager import config
 from mailmanager.crm import csvio, opportunities
 from mailmanager.crm import records as crm
-from mailmanager.db import configrows
 from mailmanager.matching import cascade as matcher
 from mailmanager.matching import reads
 from tests.cli.helpers import cli, cli_json
 from tests.conftest import ConfigWriter
-
-
-@pytest.fixture
-def cfg(db_url: str, write_config: ConfigWriter) -> config.Config:
-    return config.load(write_config(db_url, ""))
-
-
-@pytest.fixture
-def s(cfg: config.Config, factory: sessionmaker[Session]) -> Iterator[Session]:
-    with factory() as session:
-        configrows.ensure_config_rows(session, cfg)
-        session.commit()
-        yield session
-        session.rollback()
 
 
 def utc(y: int, m: int, d: int) -> datetime:
