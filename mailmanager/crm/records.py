@@ -9,7 +9,7 @@ matching trustworthy are enforced here, whatever the entry point (CLI, CSV impor
   its users' and aliases, any at its domains) and robot senders (no-reply, mailer-daemon)
   are refused: they are never a customer;
 - an opportunity reference (e.g. OPP-2041, used as a subject tag) is upper-case and unique.
-Every change that affects matching calls `linking.relink_for` (the matcher's retro-link
+Every change that affects matching calls `matching.run.relink_for` (the matcher's retro-link
 hook) unless the caller passes `relink_now=False` and calls `relink` once for a batch.
 Opportunities are in `opportunities`, merging duplicate contacts in `dedupe`, read-only
 views for listing and export in `views`.

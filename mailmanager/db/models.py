@@ -382,7 +382,7 @@ class Link(Base):
     other row, manual ones included, is created anchored). Only anchors are indexed by
     target (`ix_links_target`), a third of the rows the matcher writes: the record's
     threads come from the index, their messages' rows from `messages` (see
-    `linking`). Extra anchors (after a thread merge) are harmless; a missing one
+    `matching.run`). Extra anchors (after a thread merge) are harmless; a missing one
     would hide mail, so a deleted message's thread gets anchors back (`linktriggers`).
     """
 

@@ -1,7 +1,7 @@
 """The plain values the matching cascade reads and returns (see `mailmanager.matcher`).
 
 Facts about threads, messages and participants; the in-memory `Index` of the CRM that
-`linkindex` builds; the `Policy` from `[matcher]`; and the decisions. All immutable (named
+`matching.reads` builds; the `Policy` from `[matcher]`; and the decisions. All immutable (named
 tuples, cheap to make by the hundred thousand), except the index and the `Memo` that make
 repeated look-ups cheap within a run.
 """
@@ -74,7 +74,7 @@ class Policy:
 class Memo:
     """What matching under one `Policy` has already worked out, for the next thread to reuse.
 
-    The caller keeps one per run and policy (`linking` keeps it for a `match_threads` call):
+    The caller keeps one per run and policy (`matching.run` keeps it for a `match_threads` call):
     a run asks about the same few thousand addresses and subjects again and again. Each table
     is emptied when it reaches `matcher.MEMO_MAX` entries.
     """
@@ -169,7 +169,7 @@ class Opp:
 
 @dataclass
 class Index:
-    """What the cascade looks up; built by `linking` for a whole run or for one batch."""
+    """What the cascade looks up; built by `matching.run` for a whole run or for one batch."""
 
     contacts: dict[str, int] = field(default_factory=dict)  # match key → contact id
     contact_company: dict[int, int | None] = field(default_factory=dict)

@@ -1,7 +1,7 @@
 """The matcher's reads and side tables: thread facts, CRM lookups, suggestions, new contacts.
 
 Every function works on a whole chunk with a handful of set queries (`IN` lists of at most
-`store.chunks` items), never one query per message: see `linking` for how they combine.
+`store.chunks` items), never one query per message: see `matching.run` for how they combine.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Which threads a new or changed CRM record concerns: the retro-linking search.
 
-`linking.relink_for` re-matches these threads. Threads already linked to the records are
+`matching.run.relink_for` re-matches these threads. Threads already linked to the records are
 found through their links, whatever their age; within the retro window, threads involving
 the records' addresses (every spelling of a free-mail address: Gmail dots, "+tags"), their
 companies' domains and subdomains, or their opportunity references in a subject.

@@ -11,7 +11,7 @@ written, here.
 The lookups come from an in-memory `matcher.Index`: the whole CRM, kept in memory from one
 run to the next while it has not changed (`crmcache`), once a process matches more than a
 few thousand threads; before that, only the addresses, domains and references of the
-chunk. Reads live in `linkindex`, writes in `linkwrite`, the retro-linking search in
+chunk. Reads live in `matching.reads`, writes in `matching.writes`, the retro-linking search in
 `retrolink`, created contacts and the suggestions queue in `suggestions`; manual decisions
 in `curation`.
 

@@ -21,7 +21,7 @@ cancelled); the states are described once, in the README ("Reminders: kinds and 
 Cost: an evaluation pass reads only the `ReminderCheck` rows whose time has come, the
 threads changed since the previous pass (`Thread.updated_at`), and open opportunities or
 clients never evaluated; each thread is evaluated in set queries per chunk of 500
-(`reminder_facts`). Rules are pure functions (`reminder_rules`, `reminder_plan`).
+(`reminders.facts`). Rules are pure functions (`reminders.rules`, `reminders.plan`).
 
 Interface for the notifier: `DigestItem`, `due_items`, `mark_sent`. A reminder may fall
 due more than once (after a snooze or as a repeat): `(reminder_id, repeat)` names one firing.

@@ -1,7 +1,7 @@
 """Evaluation passes over reminders: which threads and targets to look at, and the writes.
 
 `reminders.evaluate` drives this module; the rules themselves are pure functions
-(`reminder_rules`, `reminder_plan`) fed by `reminder_facts` and `reminder_targets`. Writes are
+(`reminders.rules`, `reminders.plan`) fed by `reminders.facts` and `reminders.targets`. Writes are
 queued per chunk and issued as a few executemany statements: inserts go through
 `store.insert_ignore`, so a reminder is never created twice, even by two workers at once.
 """

@@ -16,7 +16,7 @@ never count as a reply nor start a reminder (DESIGN.md, "Rules that matter"). A 
 ours to a mailing list expects no reply from anyone in particular: list addresses
 (`list_recipients`) are not people we wait for, so a message only to lists (or only to
 ourselves: our domains, our users' addresses) starts no awaiting_reply. Internal mail
-(between colleagues only) is neither. `reminder_plan` turns the wants into writes.
+(between colleagues only) is neither. `reminders.plan` turns the wants into writes.
 """
 
 from __future__ import annotations

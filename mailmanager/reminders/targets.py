@@ -2,7 +2,7 @@
 
 A target is `("opportunity", id)`, or a client: `("company", id)` when the client contact
 belongs to a company (the rhythm is the company's, over all its contacts), else
-`("contact", id)`. Exchanges are the real messages (see `reminder_facts.real_message`) of
+`("contact", id)`. Exchanges are the real messages (see `reminders.facts.real_message`) of
 the threads and messages linked to the target, plus, for clients, the messages any of
 their addresses sent or received (so a client is followed even before the matcher links
 its threads). Everything is read in a few set queries per chunk of targets.
