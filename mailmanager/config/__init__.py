@@ -230,6 +230,13 @@ class UserConfig:
     holiday_subdivision: str | None = None
     aliases: tuple[str, ...] = field(default=(), metadata=spec(schema.each(_email)))
     manager: str | None = field(default=None, metadata=spec(_email))
+    # What the web workspace lets this user do (issue #14): "salesperson" sees the content of
+    # their own mailboxes' mail; "manager" also that of the users whose `manager` they are;
+    # "admin" also manages settings and connector health (content only as above).
+    role: str = field(
+        default="salesperson",
+        metadata=spec(schema.one_of("salesperson", "manager", "admin", fold=str.lower)),
+    )
     blocklist: tuple[str, ...] = field(default=(), metadata=spec(schema.each(_block_entry)))
     digest_times: tuple[str, ...] | None = field(default=None, metadata=spec(_hhmm_list))
     # Reminders (issue #5): each key, when given, overrides the [reminders] key of that name.
