@@ -19,6 +19,7 @@ the timer keeps running as a safety net.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import signal
@@ -97,9 +98,11 @@ def follow_up_once(
     return report
 
 
-def _sync_job(syncer: sync.Syncer, name: str) -> None:
+def sync_job(syncer: sync.Syncer, name: str, takeover: bool = False) -> None:
+    """Sync mailbox `name` once (the embedded timers and the procrastinate task both call
+    this); `takeover`: see `sync.Syncer.sync`."""
     try:
-        syncer.sync(name)
+        syncer.sync(name, takeover=takeover)
     except sync.LeaseHeldError:
         log.info("mailbox busy elsewhere", extra={"action": "sync_skipped", "mailbox": name})
     except Exception:  # the job boundary: log and let the next run retry
@@ -143,6 +146,18 @@ def flush_job(
         log.exception("outbox flush failed", extra={"action": "flush_crash"})
 
 
+def retention_job(cfg: config_mod.Config, factory: sessionmaker[Session]) -> None:
+    """Apply `[retention]` (daily; see `services.privacy.apply_retention`)."""
+    from mailmanager.services import privacy
+
+    try:
+        with store.session_scope(factory) as s:
+            store.write_first(s)
+            privacy.apply_retention(s, cfg, models.utcnow())
+    except Exception:  # the job boundary
+        log.exception("retention failed", extra={"action": "retention_crash"})
+
+
 def _add_notification_jobs(
     scheduler: Any,
     cfg: config_mod.Config,
@@ -157,6 +172,8 @@ def _add_notification_jobs(
         jobs.append(("notify:digests", notify_job, (cfg, factory, stop), n.interval))
     if cfg.reminders.enabled:
         jobs.append(("reminders:evaluate", evaluate_job, (cfg, factory), n.evaluate_interval))
+    if any(v is not None for v in dataclasses.astuple(cfg.retention)):  # daily, from start
+        jobs.append(("privacy:retention", retention_job, (cfg, factory), 86400))
     for i, (job_id, func, args, seconds) in enumerate(jobs):
         scheduler.add_job(
             func,
@@ -175,13 +192,18 @@ def _add_notification_jobs(
 class _SyncNow:
     """`wake(name)`: run mailbox `name`'s sync job now. The job has max_instances=1, so a wake
     while that sync runs is dropped by the scheduler; it is kept here and honoured when the
-    running sync ends (the change may have come after it read INBOX)."""
+    running sync ends (the change may have come after it read INBOX).
+
+    `close()` before the scheduler shuts down: `shutdown(wait=True)` holds APScheduler's job
+    store lock while it waits for the running jobs, and a job ending with a wake pending
+    would wait for that lock in `modify_job` for ever."""
 
     def __init__(self, scheduler: Any) -> None:
         from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MAX_INSTANCES
 
         self.scheduler, self.busy_code = scheduler, EVENT_JOB_MAX_INSTANCES
         self._lock, self._pending = threading.Lock(), set[str]()
+        self._closed = False
         mask = EVENT_JOB_MAX_INSTANCES | EVENT_JOB_EXECUTED | EVENT_JOB_ERROR
         scheduler.add_listener(self._on_event, mask)
 
@@ -189,8 +211,18 @@ class _SyncNow:
         log.info("sync now", extra={"action": "sync_wake", "mailbox": name})
         self._run_now(f"sync:{name}")
 
+    def close(self) -> None:
+        """No more wakes: waits for one under way, then drops those still to come."""
+        with self._lock:
+            self._closed = True
+
     def _run_now(self, job_id: str) -> None:
-        self.scheduler.modify_job(job_id, next_run_time=datetime.now(UTC))
+        with self._lock:
+            self._modify(job_id)
+
+    def _modify(self, job_id: str) -> None:  # under self._lock
+        if not self._closed:
+            self.scheduler.modify_job(job_id, next_run_time=datetime.now(UTC))
 
     def _on_event(self, event: Any) -> None:
         job_id = str(event.job_id)
@@ -203,7 +235,7 @@ class _SyncNow:
             if job_id not in self._pending:
                 return
             self._pending.discard(job_id)
-        self._run_now(job_id)
+            self._modify(job_id)
 
 
 def run_forever(
@@ -225,7 +257,7 @@ def run_forever(
         if not mb.enabled:
             continue
         scheduler.add_job(
-            _sync_job,
+            sync_job,
             "interval",
             args=(syncer, mb.name),
             id=f"sync:{mb.name}",
@@ -251,8 +283,9 @@ def run_forever(
         signal.signal(signal.SIGINT, _handle)
     scheduler.start()
     watchers: list[watch.Watcher] = []
+    wake = _SyncNow(scheduler)
     try:
-        watchers = watch.start_watchers(cfg, factory, stop, _SyncNow(scheduler))
+        watchers = watch.start_watchers(cfg, factory, stop, wake)
         log.info(
             "daemon started",
             extra={
@@ -268,6 +301,7 @@ def run_forever(
     finally:
         stop.set()  # an exception above must stop the watchers too
         watch.join_watchers(watchers)
+        wake.close()
         scheduler.shutdown(wait=True)
         log.info("daemon stopped", extra={"action": "daemon_stop"})
     return received[0] if received else None

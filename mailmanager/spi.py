@@ -71,6 +71,15 @@ class RawMessage:
     is the provider's own conversation id when it has a trustworthy one (Gmail threadId,
     X-GM-THRID). `internal_date` is when the provider received it (UTC), used when the
     message's own Date header is missing or absurd.
+
+    A message over `ConnectorConfig.max_message_size` may be fetched headers only: `raw` is
+    then its header block, `truncated` is true and `size` its whole size at the provider
+    (the core stores the headers with a note saying the body was left out). `size` may be
+    given for any message; None means unknown.
+
+    `problem` set means the connector could not hand over this item as a message (a Maildir
+    file that is a symlink out of the configured root, say): `raw` is then empty or what
+    there is, and the core quarantines the item with `problem` as its reason.
     """
 
     provider_id: str
@@ -79,6 +88,9 @@ class RawMessage:
     thread_hint: str | None = None
     internal_date: datetime | None = None
     labels: frozenset[str] = frozenset()
+    size: int | None = None
+    truncated: bool = False
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,9 @@ class ConnectorConfig:
     `values` holds every declared option (defaults filled in); secret options hold the
     resolved secret, or None when not configured. `base_dir` is the directory of the config
     file, against which relative paths resolve.
+    `max_message_size` (bytes, `[sync] max_message_size`) is the largest message the core
+    reads whole: a connector whose provider tells sizes before the download should fetch
+    only the header block of a larger one (see `RawMessage.truncated`). None: no limit.
     """
 
     mailbox: str
@@ -155,6 +170,7 @@ class ConnectorConfig:
     base_dir: str = "."
     extra: Mapping[str, object] = field(default_factory=dict)
     token_store: TokenStore | None = None
+    max_message_size: int | None = None
 
 
 @dataclass(frozen=True)

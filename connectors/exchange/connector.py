@@ -24,6 +24,10 @@ How one folder syncs (see `mailmanager.spi` for the contract):
   last verb reply / reply all -> \\Answered, forward -> $Forwarded. An item Exchange cannot
   convert to MIME (ErrorMimeContentConversionFailed, no or broken MimeContent) is skipped with
   a warning naming its id: retrying would not help and it must not block the folder.
+- Size limit: an item whose Size (from SyncFolderItems) is over
+  `ConnectorConfig.max_message_size` is read with InternetMessageHeaders instead of
+  MimeContent and handed over `truncated` with that size: never downloaded whole. (EWS's
+  Size counts the item's properties, a little more than its MIME bytes.)
 - ErrorInvalidSyncStateData -> `spi.CursorExpiredError`; a folder gone since the cursor was
   made -> `CursorExpiredError` too.
 - Errors: exchangelib runs with `FailFast` and every error is translated at the boundary
@@ -144,6 +148,7 @@ class ExchangeConnector:
         self.folders = [str(f) for f in exchange_config.as_list(v.get("folders"), DEFAULT_FOLDERS)]
         self.exclude = [str(f) for f in exchange_config.as_list(v.get("exclude_folders"), [])]
         self.batch_bytes = max(exchange_config.as_int(v.get("fetch_batch_bytes"), 8_000_000), 1)
+        self.max_size = config.max_message_size
         self.max_retry_wait = float(exchange_config.as_int(v.get("max_retry_wait"), 60))
         self.retry_attempts, self.retry_wait = 4, 0.5  # backoff 0.5, 1, 2 s between tries
         self._session: ews.Session | None = None
@@ -312,18 +317,35 @@ class ExchangeConnector:
         flag_changes: list[spi.FlagChange],
         reset: bool,
     ) -> spi.ChangeBatch:
-        take, total = 0, 0
-        for _, size in pending[:limit]:
+        limit_size = self.max_size
+        take, total, big = 0, 0, set()
+        for iid, size in pending[:limit]:
+            if limit_size is not None and size > limit_size:
+                big.add(iid)
+                size = 16_384  # only the headers are read
             if take and total + size > self.batch_bytes:
                 break
             take, total = take + 1, total + size
-        fetched = self._get_parallel(s, [i for i, _ in pending[:take]])
+        taken = [i for i, _ in pending[:take]]
+        fetched = self._get_parallel(s, [i for i in taken if i not in big])
+        if big:
+            fetched += s.get([i for i in taken if i in big], mime=False, headers_only=True)
+            order = {iid: n for n, iid in enumerate(taken)}
+            fetched.sort(key=lambda f: order.get(f.state.id, len(order)))
+        sizes = dict(pending[:take])
         messages = []
         for got in fetched:
             if got.raw is not None:
                 flags = got.state.flags
                 messages.append(
-                    spi.RawMessage(got.state.id, got.raw, flags, None, got.state.received)
+                    spi.RawMessage(
+                        got.state.id,
+                        got.raw,
+                        flags,
+                        internal_date=got.state.received,
+                        size=got.state.size or sizes.get(got.state.id) or None,
+                        truncated=got.headers_only,
+                    )
                 )
             elif got.problem != "not found":  # not found: deleted since; a Delete follows
                 log.warning(

@@ -218,8 +218,9 @@ class Session:
             last=bool(svc.includes_last_item_in_range),
         )
 
-    def get(self, ids: Sequence[str], mime: bool) -> list[Fetched]:
-        """GetItem in chunks; an item gone since is answered with problem "not found"."""
+    def get(self, ids: Sequence[str], mime: bool, headers_only: bool = False) -> list[Fetched]:
+        """GetItem in chunks; an item gone since is answered with problem "not found".
+        `headers_only`: InternetMessageHeaders instead of MimeContent (`Fetched.headers_only`)."""
         out: list[Fetched] = []
         if not ids:
             return out
@@ -228,7 +229,13 @@ class Session:
             got = list(
                 svc.call(
                     items=[ItemId(id=i) for i in ids],
-                    additional_fields=soap.MIME_FIELDS if mime else soap.STATE_FIELDS,
+                    additional_fields=(
+                        soap.HEADER_FIELDS
+                        if headers_only
+                        else soap.MIME_FIELDS
+                        if mime
+                        else soap.STATE_FIELDS
+                    ),
                     shape=ID_ONLY,
                 )
             )
@@ -238,7 +245,7 @@ class Session:
             elif isinstance(res, Exception):
                 out.append(Fetched(ItemState(item_id), problem=f"{type(res).__name__}: {res}"))
             else:
-                out.append(res if mime else Fetched(res.state))
+                out.append(res if mime or headers_only else Fetched(res.state))
         return out
 
     def reauthenticate(self) -> None:

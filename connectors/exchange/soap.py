@@ -90,6 +90,7 @@ class Fetched:
     state: ItemState
     raw: bytes | None = None
     problem: str | None = None
+    headers_only: bool = False  # raw is the header block (InternetMessageHeaders)
 
 
 class _FlagStatus(ExtendedProperty):  # type: ignore[misc]
@@ -112,6 +113,7 @@ STATE_FIELDS = _paths(Message, ("is_read", "size", "datetime_received")) | {
     FieldPath(field=ExtendedPropertyField("mm_last_verb", value_cls=_LastVerb)),
 }
 MIME_FIELDS = STATE_FIELDS | _paths(Message, ("mime_content",))
+HEADER_FIELDS = STATE_FIELDS | _paths(Message, ("headers",))  # item:InternetMessageHeaders
 
 
 # ---------------------------------------------------------------------------- XML readers
@@ -162,6 +164,16 @@ def _state(elem: Any) -> ItemState:
         size=to_int(elem.findtext(_t("Size"))) or 0,
         received=received,
     )
+
+
+def header_block(headers: Any) -> bytes:
+    """RFC 822 bytes holding only the fields of an InternetMessageHeaders element."""
+    lines = [
+        f"{h.get('HeaderName')}: {h.text or ''}"
+        for h in headers.iterfind(_t("InternetMessageHeader"))
+        if h.get("HeaderName")
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
 def decode_mime(text: str) -> bytes:
@@ -256,6 +268,9 @@ class GetItems(_ParseWhole, ews_services.GetItem):  # type: ignore[misc]
     def _elem_to_obj(self, elem: Any) -> Fetched:
         state = _state(elem)
         mime = elem.findtext(_t("MimeContent"))
+        headers = elem.find(_t("InternetMessageHeaders"))
+        if mime is None and headers is not None:
+            return Fetched(state, raw=header_block(headers), headers_only=True)
         if mime is None:
             return Fetched(state, problem="no MimeContent")
         try:

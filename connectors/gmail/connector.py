@@ -33,6 +33,12 @@ A 404 on history.list means that history has expired (usually after a week, some
 hours): `spi.CursorExpiredError`, and the core rescans. A message deleted between history
 and get is reported removed. A raw that is not base64url is handed over undecoded so the
 core quarantines it (visible, not lost).
+
+Size limit: Gmail takes at most `GMAIL_MAX_MESSAGE` bytes per message, so under the
+default `[sync] max_message_size` (50 MiB) every message comes whole. With a smaller limit
+each page is first read with `format=minimal` (its `sizeEstimate`), then a message over
+the limit comes as `format=metadata`: its header block, handed over `truncated` with that
+size, never downloaded whole. (One more batched get per page, only then.)
 """
 
 from __future__ import annotations
@@ -49,6 +55,10 @@ from connectors.gmail import check as gmail_check
 from mailmanager import spi
 
 log = logging.getLogger(__name__)
+
+# Gmail receives messages of at most 50 MB (https://support.google.com/mail/answer/6584).
+GMAIL_MAX_MESSAGE = 50 * 1024 * 1024
+_TRUNCATED = "_mailmanager_truncated"  # marks a format=metadata answer of an oversize message
 
 
 class GmailConnector:
@@ -143,6 +153,7 @@ class GmailConnector:
                 f"{key}.privacy", f"unknown {self.privacy!r}", '"full" or "metadata"'
             )
         self.scope = api.METADATA if self.privacy == "metadata" else api.READONLY
+        self.max_size = config.max_message_size
         self.endpoint = str(v.get("api_endpoint") or api.DEFAULT_ENDPOINT)
         if not (self.endpoint.startswith("https://") or gmail_auth.is_loopback(self.endpoint)):
             raise spi.ConfigError(
@@ -338,14 +349,26 @@ class GmailConnector:
             return {}, set()
         client = self._client()
         try:
-            return client.get_many(ids, "metadata" if self.privacy == "metadata" else "raw")
+            if self.privacy == "metadata":
+                return client.get_many(ids, "metadata")
+            limit = self.max_size
+            if limit is None or limit >= GMAIL_MAX_MESSAGE:
+                return client.get_many(ids, "raw")
+            sizes, gone = client.get_many(ids, "minimal")  # see the module docstring
+            big = [i for i in ids if int(sizes.get(i, {}).get("sizeEstimate", 0)) > limit]
+            got, gone_too = client.get_many([i for i in ids if i not in big], "raw")
+            heads, gone_last = client.get_many(big, "metadata") if big else ({}, set())
+            for i, data in heads.items():
+                got[i] = {**data, _TRUNCATED: True}
+            return got, gone | gone_too | gone_last
         finally:
             self._keep_rotated(client)
 
     def _raw(self, data: Mapping[str, Any]) -> spi.RawMessage:
         labels = [str(x) for x in data.get("labelIds", [])]
         names = self._labels or {}
-        if self.privacy == "metadata":
+        truncated = bool(data.get(_TRUNCATED))
+        if self.privacy == "metadata" or truncated:
             raw = ch.header_block(data.get("payload", {}))
         else:
             text = str(data.get("raw", ""))
@@ -368,6 +391,8 @@ class GmailConnector:
             thread_hint=str(data["threadId"]) if data.get("threadId") else None,
             internal_date=datetime.fromtimestamp(int(ms) / 1000, UTC) if ms else None,
             labels=frozenset(names.get(x, x) for x in labels),
+            size=int(data["sizeEstimate"]) if data.get("sizeEstimate") else None,
+            truncated=truncated,
         )
 
     # ------------------------------------------------------------------ diagnosis

@@ -42,6 +42,15 @@ in (`exchange`/EWS stays for on-premises servers). How one folder syncs (contrac
   Any other 4xx on one message (a malformed id) skips it with a warning. An entry without
   an id is skipped with a warning. A message without internetMessageId is fetched like any
   other (the core gives it a synthetic id).
+- Size limit: Graph's message resource has no size property; the MAPI PidTagMessageSize
+  (0x0E08) is read through the same `$expand=singleValueExtendedProperties` on the delta
+  query when `ConnectorConfig.max_message_size` is set. A message over it is not downloaded:
+  its `internetMessageHeaders` (`$select`, https://learn.microsoft.com/graph/api/resources/
+  internetmessageheader) become its header block, handed over `truncated` with that size.
+  PidTagMessageSize counts the item's MAPI properties, not its MIME bytes: an estimate, as
+  Gmail's sizeEstimate. A delta link made before the limit was set carries no size (Graph
+  keeps the `$expand` of the round's first request): such messages come whole and the core
+  cuts them at parse time, until the next full scan.
 """
 
 from __future__ import annotations
@@ -54,7 +63,6 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -62,13 +70,12 @@ from connectors.graph import auth as graph_auth
 from connectors.graph import check as graph_check
 from connectors.graph import folders as graph_folders
 from connectors.graph.http import GraphClient, GraphError
+from connectors.graph.items import LAST_VERB, SIZE, flags_of, header_block, received, size_of
 from mailmanager import spi
 
 log = logging.getLogger(__name__)
 
 _SELECT = "id,internetMessageId,receivedDateTime,isRead,isDraft,flag,categories,parentFolderId"
-_LAST_VERB = "Integer 0x1081"  # PidTagLastVerbExecuted (MS-OXPROPS 2.761)
-_VERB_FLAGS = {102: "\\Answered", 103: "\\Answered", 104: "$Forwarded"}
 _EXPIRED_CODES = {"syncstatenotfound", "syncstateinvalid", "resyncrequired"}
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -100,30 +107,6 @@ def _short(entry_id: str, removed: bool) -> str:
     return hashlib.blake2b(
         f"{entry_id}{'-' if removed else '+'}".encode(), digest_size=6
     ).hexdigest()
-
-
-def _flags(item: Mapping[str, Any]) -> frozenset[str]:
-    flags: set[str] = set()
-    if item.get("isRead"):
-        flags.add("\\Seen")
-    if item.get("isDraft"):
-        flags.add("\\Draft")
-    flag = item.get("flag")
-    if isinstance(flag, dict) and flag.get("flagStatus") == "flagged":
-        flags.add("\\Flagged")
-    for prop in item.get("singleValueExtendedProperties") or []:
-        if isinstance(prop, dict) and str(prop.get("id", "")).lower() == _LAST_VERB.lower():
-            verb = _VERB_FLAGS.get(int(prop["value"])) if str(prop.get("value")).isdigit() else None
-            if verb:
-                flags.add(verb)
-    return frozenset(flags)
-
-
-def _received(item: Mapping[str, Any]) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(item["receivedDateTime"]))
-    except (KeyError, ValueError):
-        return None
 
 
 def _host(url: str) -> str:
@@ -224,6 +207,7 @@ class GraphConnector:
         self.page_size = min(max(int(str(v.get("page_size") or 500)), 1), 1000)
         self.concurrency = min(max(int(str(v.get("concurrency") or 4)), 1), 4)
         self.answered = v.get("answered_flag") is not False
+        self.max_size = config.max_message_size
         self._pool: cf.ThreadPoolExecutor | None = None
         self._page: tuple[str, dict[str, Any]] | None = None  # a page not yet fully handed over
         self._lock = threading.Lock()
@@ -267,8 +251,10 @@ class GraphConnector:
         """The first request of a delta round on a folder: `$select` (and `$expand`) go on
         this one only; Graph carries them inside the next and delta links."""
         query = {"$select": _SELECT}
-        if self.answered:
-            query["$expand"] = f"singleValueExtendedProperties($filter=id eq '{_LAST_VERB}')"
+        props = [p for p, on in ((LAST_VERB, self.answered), (SIZE, self.max_size)) if on]
+        if props:
+            wanted = " or ".join(f"id eq '{p}'" for p in props)
+            query["$expand"] = f"singleValueExtendedProperties($filter={wanted})"
         path = f"{self.user_path}/mailFolders/{quote(folder_id, safe='')}/messages/delta"
         return f"{self.graph_url}{path}?{urlencode(query, quote_via=quote, safe='$,()=')}"
 
@@ -323,7 +309,9 @@ class GraphConnector:
             else:
                 removed.pop(pid, None)
                 taken[pid] = entry
-        raws = self._download(list(taken), folder.id)
+        limit_size = self.max_size
+        big = {p for p, e in taken.items() if limit_size and (size_of(e) or 0) > limit_size}
+        raws = self._download(list(taken), folder.id, big)
         messages: list[spi.RawMessage] = []
         for pid, raw in zip(list(taken), raws, strict=True):
             if raw is None:
@@ -335,9 +323,11 @@ class GraphConnector:
                     spi.RawMessage(
                         provider_id=pid,
                         raw=raw,
-                        flags=_flags(item),
-                        internal_date=_received(item),
+                        flags=flags_of(item),
+                        internal_date=received(item),
                         labels=frozenset(categories),
+                        size=size_of(item),
+                        truncated=pid in big,
                     )
                 )
         nxt, delta = page.get("@odata.nextLink"), page.get("@odata.deltaLink")
@@ -363,7 +353,11 @@ class GraphConnector:
             reset=cursor is None,
         )
 
-    def _download(self, ids: list[str], folder_id: str) -> list[bytes | object | None]:
+    def _download(
+        self, ids: list[str], folder_id: str, big: set[str] | frozenset[str] = frozenset()
+    ) -> list[bytes | object | None]:
+        """The MIME of each message in `ids` order (see `_raw`); the header block only of
+        those in `big`, over the size limit."""
         if not ids:
             return []
         with self._lock:
@@ -380,7 +374,6 @@ class GraphConnector:
         lock = threading.Lock()
 
         def work() -> None:
-            raw = self._raw
             while not errors:
                 with lock:
                     nxt = next(todo, None)
@@ -388,7 +381,7 @@ class GraphConnector:
                     return
                 index, pid = nxt
                 try:
-                    results[index] = raw(pid, folder_id)
+                    results[index] = (self._head if pid in big else self._raw)(pid, folder_id)
                 except BaseException as exc:  # re-raised below, in `ids` order
                     errors[index] = exc
                     return
@@ -400,22 +393,36 @@ class GraphConnector:
             raise errors[min(errors)]
         return results
 
+    def _head(self, pid: str, folder_id: str) -> bytes | object | None:
+        """The header block of one message (its `internetMessageHeaders`); else as `_raw`."""
+        path = f"{self.user_path}/messages/{quote(pid, safe='')}"
+        try:
+            got = self.client.get_json(path, params={"$select": "internetMessageHeaders"})
+            return header_block(got.get("internetMessageHeaders"))
+        except GraphError as exc:
+            return self._unreadable(exc, path, folder_id)
+
     def _raw(self, pid: str, folder_id: str) -> bytes | object | None:
         """The MIME of one message; None when it left the folder; _SKIP when unreadable."""
         path = f"{self.user_path}/messages/{quote(pid, safe='')}"
         try:
             return self.client.get(f"{path}/$value").content
         except GraphError as exc:
-            if exc.status != 404:
-                log.warning(
-                    "graph message skipped",
-                    extra={"action": "graph_item_skipped", "status": exc.status, "code": exc.code},
-                )
-                return _SKIP
+            return self._unreadable(exc, path, folder_id)
+
+    def _unreadable(self, exc: GraphError, path: str, folder_id: str) -> object | None:
+        """After a failed read of the message at `path`: None when it left the folder, _SKIP
+        when unreadable; raises TransientError when it is there but not readable yet."""
+        if exc.status != 404:
+            log.warning(
+                "graph message skipped",
+                extra={"action": "graph_item_skipped", "status": exc.status, "code": exc.code},
+            )
+            return _SKIP
         try:
             meta = self.client.get_json(path, params={"$select": "id,parentFolderId"})
-        except GraphError as exc:
-            if exc.status == 404:
+        except GraphError as again:
+            if again.status == 404:
                 return None
             raise
         if meta.get("parentFolderId") != folder_id:

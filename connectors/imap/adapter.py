@@ -33,6 +33,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -143,6 +144,8 @@ class FetchedMessage:
     gm_msgid: str | None = None
     gm_thrid: str | None = None
     labels: frozenset[str] = frozenset()
+    size: int | None = None  # RFC822.SIZE, asked for with headers_only
+    truncated: bool = False  # raw is the header block only
 
 
 # ----------------------------------------------------------------- pure parsing helpers
@@ -469,16 +472,22 @@ class ImapSession:
         data, _ = self._uid_fetch(to_uid_set(uids), "(RFC822.SIZE)")
         return {uid: int(str(item.get(b"RFC822.SIZE", 0))) for uid, item in data.items()}
 
-    def fetch_messages(self, uids: Sequence[int]) -> list[FetchedMessage]:
-        """Bodies (BODY.PEEK[]: never sets \\Seen), flags, dates, and Gmail ids if any."""
-        items = "(UID FLAGS INTERNALDATE BODY.PEEK[]"
+    def fetch_messages(
+        self, uids: Sequence[int], headers_only: bool = False
+    ) -> list[FetchedMessage]:
+        """Bodies (BODY.PEEK[]: never sets \\Seen), flags, dates, and Gmail ids if any.
+
+        `headers_only`: the header block (BODY.PEEK[HEADER]) and RFC822.SIZE instead, for
+        messages too large to download (`FetchedMessage.truncated`)."""
+        part = "BODY.PEEK[HEADER] RFC822.SIZE" if headers_only else "BODY.PEEK[]"
+        items = f"(UID FLAGS INTERNALDATE {part}"
         items += " X-GM-MSGID X-GM-THRID X-GM-LABELS)" if self.is_gmail else ")"
         data, _ = self._uid_fetch(to_uid_set(uids), items)
         wanted = set(uids)
         out: list[FetchedMessage] = []
         for uid in sorted(data):
             item = data[uid]
-            body = item.get(b"BODY[]")
+            body = item.get(b"BODY[HEADER]" if headers_only else b"BODY[]")
             if uid not in wanted or not isinstance(body, bytes):
                 continue  # an unsolicited FETCH (flag update) rides along: not ours
             msgid, thrid, labels = gmail_attributes(item) if self.is_gmail else (None, None, ())
@@ -491,6 +500,8 @@ class ImapSession:
                     msgid,
                     thrid,
                     frozenset(labels),
+                    int(str(item.get(b"RFC822.SIZE", 0))) if headers_only else len(body),
+                    headers_only,
                 )
             )
         return out
@@ -549,12 +560,17 @@ class ImapSession:
         client = self._client()
         with self._boundary("IDLE"):
             client.idle()
+            deadline = time.monotonic() + timeout
+            seen: list[Any] = []
             try:
-                seen = client.idle_check(timeout=timeout)
+                # Keepalives ("* OK Still here", every 2 min on Dovecot) are no change:
+                # keep waiting until something else comes or the time is up.
+                while not seen and (left := deadline - time.monotonic()) > 0:
+                    seen = [r for r in client.idle_check(timeout=left) if not _keepalive(r)]
             finally:
                 # A change that lands as IDLE ends comes in the reply to DONE: count it too.
                 _, more = client.idle_done()
-            return any(not _keepalive(r) for r in [*seen, *(more or [])])
+            return bool(seen) or any(not _keepalive(r) for r in more or [])
 
 
 def _keepalive(response: object) -> bool:

@@ -29,6 +29,9 @@ How one folder syncs (see `mailmanager.spi` for the contract):
   scan (so the core drops its locations) and `CursorExpiredError` otherwise.
 - Bodies come in FETCH groups budgeted by RFC822.SIZE (`fetch_batch_bytes`, at most 500
   messages, at most `limit`): one group per call, so memory is bounded whatever the folder.
+  A message whose RFC822.SIZE is over `ConnectorConfig.max_message_size` is fetched headers
+  only (BODY.PEEK[HEADER]) and handed over `truncated`, its size given: it is never
+  downloaded whole.
 - Gmail (X-GM-EXT-1): only the \\All folder is synced; provider_id is X-GM-MSGID, thread_hint
   X-GM-THRID, labels X-GM-LABELS. Gmail has no QRESYNC and IMAP names expunged messages by
   UID only, so removals from All Mail surface at the core's next full rescan.
@@ -60,6 +63,7 @@ T = TypeVar("T")
 MAX_CONNECTIONS = 2
 MAX_GROUP = 500
 _BLOCK_BITS = 8  # mode "p" hashes blocks of 256 UIDs
+_HEADER_ESTIMATE = 16_384  # what a headers-only fetch counts against fetch_batch_bytes
 _ROLE_SPECS = {f"\\{r.value}": r for r in spi.FolderRole if r is not spi.FolderRole.OTHER}
 _SLOTS: dict[tuple[str, int, str], threading.BoundedSemaphore] = {}
 _SLOTS_LOCK = threading.Lock()
@@ -210,6 +214,7 @@ class ImapConnector:
                 )
         self.batch_bytes = max(int(str(v.get("fetch_batch_bytes") or 8_000_000)), 1)
         self.idle = bool(v.get("idle"))
+        self.max_size = config.max_message_size
         self.retry_attempts, self.retry_wait = 4, 0.5  # backoff 0.5, 1, 2 s between tries
         self._session: ad.ImapSession | None = None
         self._idle_session: ad.ImapSession | None = None
@@ -394,8 +399,8 @@ class ImapConnector:
         from_queue = queued is not None and queued[:3] == (name, st.uidvalidity, last)
         # This scan's earlier search, not yet fetched; else search now.
         new = queued[3] if queued is not None and from_queue else s.search_uids(last + 1)
-        picked = self._pick(s, new, limit)
-        fetched = s.fetch_messages(picked) if picked else []
+        picked, sizes = self._pick(s, new, limit)
+        fetched = self._fetch_picked(s, picked, sizes)
         new_last = picked[-1] if picked else last
         rest = new[len(picked) :]
         self._queue = (name, st.uidvalidity, new_last, rest) if rest else None
@@ -463,21 +468,46 @@ class ImapConnector:
             reset=cur is None,
         )
 
-    def _pick(self, s: ad.ImapSession, new: list[int], limit: int) -> list[int]:
-        """The next FETCH group: UIDs in order until the byte budget, limit or MAX_GROUP."""
+    def _pick(
+        self, s: ad.ImapSession, new: list[int], limit: int
+    ) -> tuple[list[int], dict[int, int]]:
+        """The next FETCH group: UIDs in order until the byte budget, limit or MAX_GROUP;
+        and the RFC822.SIZE of each (a message over the size limit counts its headers
+        only, for that is all we fetch of it)."""
         candidates = new[: min(limit, MAX_GROUP)]
         if not candidates:
-            return []
+            return [], {}
         sizes = s.sizes(candidates)
         picked: list[int] = []
         total = 0
         for uid in candidates:
             size = sizes.get(uid, 0)  # absent: expunged meanwhile; the fetch will skip it
+            if self._too_large(size):
+                size = _HEADER_ESTIMATE
             if picked and total + size > self.batch_bytes:
                 break
             picked.append(uid)
             total += size
-        return picked
+        return picked, sizes
+
+    def _too_large(self, size: int) -> bool:
+        return self.max_size is not None and size > self.max_size
+
+    def _fetch_picked(
+        self, s: ad.ImapSession, picked: list[int], sizes: Mapping[int, int]
+    ) -> list[ad.FetchedMessage]:
+        """The picked messages in UID order: whole, or headers only when over the limit."""
+        big = [uid for uid in picked if self._too_large(sizes.get(uid, 0))]
+        whole = [uid for uid in picked if not self._too_large(sizes.get(uid, 0))]
+        fetched = s.fetch_messages(whole) if whole else []
+        if big:
+            log.info(
+                "imap messages over the size limit: headers only",
+                extra={"action": "imap_fetch_headers_only", "mailbox": self.mailbox,
+                       "messages": len(big)},
+            )  # fmt: skip
+            fetched += s.fetch_messages(big, headers_only=True)
+        return sorted(fetched, key=lambda m: m.uid)
 
     @staticmethod
     def _raw(m: ad.FetchedMessage, gmail: bool) -> spi.RawMessage:
@@ -488,6 +518,8 @@ class ImapConnector:
             thread_hint=m.gm_thrid,
             internal_date=m.internal_date,
             labels=m.labels,
+            size=m.size,
+            truncated=m.truncated,
         )
 
     # --------------------------------------------------------------------- extras

@@ -18,6 +18,13 @@ the price of a re-read. A Maildir flag change renames the file but keeps its mti
 provider id, so it only moves a flag bucket, answered with `FlagChange`s for that bucket.
 An mbox cursor is (inode, bytes scanned, hash of the last 4 KiB scanned): when the file only
 grew, reading resumes at that offset; a rewrite expires it.
+
+Nothing outside `path` is ever read (see `connectors.maildir.safety`): a symlink is followed
+only when it resolves inside the root. A message file that is (or resolves to) a file
+outside is not read: it is handed over empty with a `problem` naming its target, and the
+core quarantines it; a directory or mbox symlink out of the root is not a folder (skipped
+with a warning). A file over `ConnectorConfig.max_message_size` is read up to the end of
+its header block only and handed over `truncated` with its size.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from typing import ClassVar
 
 from connectors import _cursor
 from connectors.maildir import mbox as _mbox
+from connectors.maildir import safety
 from mailmanager import spi
 
 log = logging.getLogger(__name__)
@@ -169,6 +177,8 @@ class MaildirConnector:
     def __init__(self, config: spi.ConnectorConfig) -> None:
         raw = os.path.expanduser(str(config.values.get("path") or ""))
         self.root = os.path.normpath(os.path.join(config.base_dir, raw))
+        self.safe = safety.Root(self.root)
+        self.max_size = config.max_message_size
         patterns = config.values.get("folders") or []
         if isinstance(patterns, str):
             patterns = [patterns]
@@ -227,7 +237,15 @@ class MaildirConnector:
                 extra={"action": "maildir_skip_folder"},
             )
             return
-        dirs = {e.name: e for e in entries if e.is_dir()}
+        outside = [e for e in entries if e.is_symlink() and not self.safe.holds(e.path)]
+        for e in outside:  # never a folder nor an mbox; a message file is quarantined
+            if e.is_dir():
+                log.warning(
+                    "skipping folder %s: a symlink out of the maildir root",
+                    e.path,
+                    extra={"action": "maildir_skip_symlink"},
+                )
+        dirs = {e.name: e for e in entries if e.is_dir() and e not in outside}
         maildir = "cur" in dirs
         has_files = False
         for e in entries:
@@ -256,6 +274,10 @@ class MaildirConnector:
             yield from self._walk(e.path, name if rel == "." else f"{rel}/{name}", seen)
 
     def _is_mbox(self, path: str) -> bool:
+        # A symlink out of the root is not even sniffed (see `connectors.maildir.safety`);
+        # the directories above `path` were checked as the tree was walked.
+        if os.path.islink(path) and not self.safe.holds(path):
+            return False
         try:
             st = os.stat(path)
             sig = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -275,7 +297,7 @@ class MaildirConnector:
         """Raises `ConnectorError` when the folder is outside the root or gone."""
         path = os.path.normpath(os.path.join(self.root, folder.id))
         rel = os.path.relpath(path, self.root)
-        if rel == ".." or rel.startswith("../"):
+        if rel == ".." or rel.startswith("../") or not self.safe.holds(path):
             raise spi.ConnectorError(f"folder id {folder.id!r} points outside {self.root}")
         if os.path.isfile(path):
             if not self._is_mbox(path):
@@ -313,8 +335,16 @@ class MaildirConnector:
         # new file (each would look "old" and expire the cursor), so it sorts first instead.
         horizon = time.time_ns() + _FUTURE_SLACK_NS
         for sub in ("cur", "new", "") if spot.kind == "maildir" else ("",):
+            where = os.path.join(spot.path, sub) if sub else spot.path
+            if not self.safe.holds(where):
+                log.warning(
+                    "skipping %s: a symlink out of the maildir root",
+                    where,
+                    extra={"action": "maildir_skip_symlink"},
+                )
+                continue
             try:
-                it = os.scandir(os.path.join(spot.path, sub) if sub else spot.path)
+                it = os.scandir(where)
             except FileNotFoundError:
                 continue
             with it:  # sorted, so that a repeated name always gets the same fallback id
@@ -361,9 +391,22 @@ class MaildirConnector:
         # Bounded memory whatever the messages: a batch also stops at a byte budget.
         while position < len(entries) and len(messages) < limit and size < BATCH_BYTES:
             entry = entries[position]
+            date = datetime.fromtimestamp(entry.mtime_ns / 1e9, UTC)
             try:
-                with open(entry.path, "rb") as fh:
-                    raw = fh.read()
+                raw, whole, truncated = self.safe.read(entry.path, self.max_size)
+            except safety.OutsideRoot as exc:
+                log.warning(
+                    "not reading %s: it leads out of the maildir root",
+                    entry.path,
+                    extra={"action": "maildir_symlink_out", "folder": spot.folder.id},
+                )
+                problem = (
+                    f"symlink_outside_root: {os.path.basename(entry.path)} leads to "
+                    f"{exc.target}, outside the maildir root {self.safe.real}: not read"
+                )
+                messages.append(
+                    spi.RawMessage(entry.pid, b"", entry.flags, internal_date=date, problem=problem)
+                )
             except FileNotFoundError:
                 relist = True  # renamed (flag change, new/ -> cur/) or deleted since listed
                 break
@@ -379,8 +422,10 @@ class MaildirConnector:
                     raise spi.TransientError(f"cannot read {entry.path}: {exc.strerror}") from exc
                 break
             else:
-                date = datetime.fromtimestamp(entry.mtime_ns / 1e9, UTC)
-                messages.append(spi.RawMessage(entry.pid, raw, entry.flags, internal_date=date))
+                messages.append(
+                    spi.RawMessage(entry.pid, raw, entry.flags, internal_date=date,
+                                   size=whole, truncated=truncated)
+                )  # fmt: skip
                 size += len(raw)
             sums.add(entry)
             position += 1

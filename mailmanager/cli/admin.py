@@ -12,6 +12,8 @@ from mailmanager import config as config_mod
 from mailmanager import registry, spi
 from mailmanager.cli import auth
 from mailmanager.cli.app import EXIT_CONFIG, EXIT_DATABASE, EXIT_FAILED, State, database, fail
+from mailmanager.config import filemodes
+from mailmanager.config import workers as workers_config
 from mailmanager.db import store
 
 
@@ -70,6 +72,15 @@ def _database_mode(cfg: config_mod.Config) -> str:
     return f"{shown} (PostgreSQL: several `mailmanager run` workers may share it)"
 
 
+def _run_mode(cfg: config_mod.Config) -> str:
+    """What `mailmanager run` will start, as `[workers] engine` decides."""
+    mode = workers_config.engine_for(cfg.workers, cfg.database.url)
+    why = "[workers] engine = " + repr(cfg.workers.engine)
+    if mode == "procrastinate":
+        return f"procrastinate worker, one of a cluster on PostgreSQL ({why})"
+    return f"embedded daemon, one process with its own timers ({why})"
+
+
 @config_group.command("check")
 @click.option(
     "--connect",
@@ -94,6 +105,12 @@ def config_check(state: State, connect: bool) -> None:
         + f"; connectors installed: {', '.join(registry.names())})"
     )
     click.echo(f"database: {_database_mode(cfg)}")
+    click.echo(f"run: {_run_mode(cfg)}")
+    mailbox_options = [(mb.name, dict(mb.options)) for mb in cfg.mailboxes]
+    for loose in filemodes.loose_files(
+        cfg.database.url, cfg.base_dir, cfg.database.password_file, mailbox_options
+    ):
+        click.echo(loose.warning())
     if not connect:
         return
     failed = False

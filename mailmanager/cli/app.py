@@ -205,6 +205,16 @@ COMMANDS = {
     "outbox": Lazy(
         "mailmanager.cli.notify:outbox_group", "Inspect and send the queue of reminder emails."
     ),
+    # privacy (GDPR)
+    "privacy": Lazy(
+        "mailmanager.cli.privacy:privacy_group",
+        "Erase or export a person's data, apply retention, read the audit log (GDPR).",
+    ),
+    # the web workspace
+    "web": Lazy(
+        "mailmanager.cli.web:web_cmd",
+        "Serve the web workspace (follow-ups, sign-in by emailed link) until interrupted.",
+    ),
 }
 
 

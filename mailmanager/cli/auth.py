@@ -1,5 +1,6 @@
 """A mailbox's access to its provider: `mailmanager auth MAILBOX` (OAuth consent),
-`mailmanager mailbox test NAME` (connect step by step) and `mailmanager secrets new-key|rotate`.
+`mailmanager mailbox test NAME` (connect step by step: `services.mailboxcheck`, which the
+web admin page runs too) and `mailmanager secrets new-key|rotate`.
 
 Tokens obtained by `auth` go to the encrypted token store (`mailmanager.db.tokens`), so a
 secret key must be configured first; `auth` checks that before sending anyone to a
@@ -19,7 +20,10 @@ from mailmanager import config as config_mod
 from mailmanager import spi
 from mailmanager.cli.app import EXIT_CONFIG, EXIT_FAILED, State, database, fail
 from mailmanager.db import store, tokens
-from mailmanager.services import queries
+from mailmanager.services import mailboxcheck
+
+# The steps of `mailbox test`, also run by `config check --connect` (cli.admin) and the web.
+connection_steps = mailboxcheck.connection_steps
 
 
 @click.command("auth")
@@ -108,50 +112,6 @@ def database_if_any(state: State) -> Iterator[tuple[sessionmaker[Session] | None
         yield factory, note
     finally:
         engine.dispose()
-
-
-def connection_steps(
-    cfg: config_mod.Config,
-    mb: config_mod.MailboxConfig,
-    factory: sessionmaker[Session] | None,
-    note: str = "",
-) -> list[spi.CheckStep]:
-    """`mailbox test`, for `mailbox test` and `config check --connect`: build the connector
-    as a sync does (raises `ConfigFileError` / `spi.ConfigError` when the settings are
-    wrong), run its step-by-step `check()`, then try each stored cursor when `factory` is
-    given and `note` is empty (else one "cursors" step saying why they were not tried)."""
-    store_ = tokens.DbTokenStore(factory, mb.name) if factory is not None else None
-    connector = mb.build_connector(cfg.base_dir, store_)
-    try:
-        steps = list(connector.check())
-        if all(s.ok for s in steps):
-            if factory is not None and not note:
-                steps += _cursor_steps(connector, factory, mb.name)
-            else:
-                steps.append(spi.CheckStep("cursors", True, note or "skipped: no database"))
-    finally:
-        connector.close()
-    return steps
-
-
-def _cursor_steps(
-    connector: spi.Connector, factory: sessionmaker[Session], mailbox: str
-) -> list[spi.CheckStep]:
-    """Try each folder's stored cursor once (at most one message read, nothing saved)."""
-    with store.session_scope(factory) as s:
-        folders = queries.folder_cursors(s, mailbox)
-    steps = []
-    for f in folders:
-        remote = spi.RemoteFolder(f.remote_id, f.name, spi.FolderRole(f.role))
-        try:
-            connector.fetch_changes(remote, f.cursor, 1)
-            steps.append(spi.CheckStep(f"cursor {f.name}", True, "still valid"))
-        except spi.CursorExpiredError as exc:
-            detail = f"expired ({exc}); the next sync rescans this folder, keeping links"
-            steps.append(spi.CheckStep(f"cursor {f.name}", True, detail))
-        except spi.ConnectorError as exc:
-            steps.append(spi.CheckStep(f"cursor {f.name}", False, str(exc)))
-    return steps
 
 
 @click.group("secrets")

@@ -21,6 +21,8 @@ from mailmanager.cli.app import (
     emit_json,
     fail,
 )
+from mailmanager.cli.terminal import safe
+from mailmanager.config import workers as workers_config
 from mailmanager.db import store
 from mailmanager.services import queries
 from mailmanager.sync import engine as sync
@@ -93,6 +95,8 @@ def _print_reports(reports: list[sync.SyncReport], totals: dict[str, int]) -> No
                 f"  {f.folder:<30} {f.role:<8} fetched {f.fetched:>6}  new {f.new_messages:>6}"
                 f"  removed {f.removed:>4}  quarantined {f.quarantined:>3}{extra}"
             )
+        if r.excluded:
+            click.echo(f"  not fetched (exclude_folders): {safe(', '.join(r.excluded))}")
         click.echo(
             f"  {r.total('new_messages')} new messages in {r.elapsed:.2f} s"
             f" ({r.total('fetched') / r.elapsed if r.elapsed else 0:.0f} fetched/s)"
@@ -131,15 +135,22 @@ def run_cmd(state: State, once: bool) -> None:
     cfg = state.config()
     enabled = sum(1 for mb in cfg.mailboxes if mb.enabled)
     disabled = len(cfg.mailboxes) - enabled
+    mode = workers_config.engine_for(cfg.workers, cfg.database.url)
     with database(state, create=True) as factory:
         click.echo(
-            f"mailmanager daemon: {enabled} mailboxes, every {cfg.sync.interval} s"
+            f"mailmanager {'worker (procrastinate)' if mode == 'procrastinate' else 'daemon'}: "
+            f"{enabled} mailboxes, every {cfg.sync.interval} s"
             + (f" ({disabled} disabled, not synced)" if disabled else "")
             + "; Ctrl-C to stop",
             err=True,
         )
         try:
-            signum = daemon.run_forever(cfg, factory)
+            if mode == "procrastinate":
+                from mailmanager.workers import runner
+
+                signum = runner.run_worker(cfg, factory)
+            else:
+                signum = daemon.run_forever(cfg, factory)
         except KeyboardInterrupt:  # Ctrl-C before the daemon's own handler was in place
             fail("interrupted", EXIT_INTERRUPTED)
     if signum == signal.SIGINT:

@@ -13,10 +13,12 @@ from typing import Any
 
 import click
 
+from mailmanager.cli import privacy as cli_privacy
 from mailmanager.cli.app import EXIT_FAILED, State, database, emit_json, fail
 from mailmanager.cli.terminal import safe
 from mailmanager.db import store
 from mailmanager.services import curation, engagement
+from mailmanager.services import privacy as privacy_svc
 
 KIND = click.Choice(curation.KINDS)
 
@@ -25,10 +27,21 @@ KIND = click.Choice(curation.KINDS)
 @click.argument("kind", type=KIND)
 @click.argument("key")
 @click.option("--limit", type=int, default=None, help="Only the last N interactions.")
+@click.option("--user", metavar="EMAIL", help="Show threads private to this user (their owner).")
+@cli_privacy.actor_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def timeline_cmd(state: State, kind: str, key: str, limit: int | None, as_json: bool) -> None:
-    """A record's interactions in order, with engagement figures for contacts/companies."""
+def timeline_cmd(
+    state: State,
+    kind: str,
+    key: str,
+    limit: int | None,
+    user: str | None,
+    actor: str | None,
+    as_json: bool,
+) -> None:
+    """A record's interactions in order, with engagement figures for contacts/companies.
+    Messages of threads private to another user than --user show as "(private)". Audited."""
     cfg = state.config()
     with database(state) as factory, store.session_scope(factory) as s:
         try:
@@ -36,6 +49,12 @@ def timeline_cmd(state: State, kind: str, key: str, limit: int | None, as_json: 
         except curation.CurationError as exc:
             fail(str(exc), EXIT_FAILED)
         items = engagement.timeline(s, kind, target.id, limit)
+        hidden = privacy_svc.hidden_from(s, user, {i["thread_id"] for i in items if i["thread_id"]})
+        for it in items:
+            if it["thread_id"] in hidden:
+                it.update(subject=privacy_svc.PRIVATE, snippet="", private=True)
+        who = cli_privacy.actor_of(actor)
+        privacy_svc.record_read(s, who, "timeline.read", f"{kind}:{target.id}")
         figures = None
         if kind != "opportunity":
             figures = engagement.engagement(s, kind, [target.id])[target.id].as_dict()

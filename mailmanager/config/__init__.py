@@ -38,7 +38,10 @@ from sqlalchemy.exc import ArgumentError
 
 from mailmanager import registry, spi
 from mailmanager.config import reminder_kinds, schema
+from mailmanager.config.retention import RetentionConfig
 from mailmanager.config.schema import Context, Invalid, Problems, spec
+from mailmanager.config.web import WebConfig
+from mailmanager.config.workers import WorkersConfig
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,25 @@ def _mailbox_name(value: str, ctx: Context) -> str:
     if not _MAILBOX_NAME.match(value):
         raise Invalid(f"{value!r} is not a valid name", "use letters, digits, '.', '_', '-'")
     return value
+
+
+STORE_LEVELS = ("full", "headers", "metadata")
+
+
+def _store_level(value: str, ctx: Context) -> str:
+    if value not in STORE_LEVELS:
+        fix = schema.did_you_mean(value, STORE_LEVELS, "levels")
+        raise Invalid(f"unknown storage level {value!r}", fix)
+    return value
+
+
+def _store_map(value: Mapping[str, str], ctx: Context) -> Mapping[str, str]:
+    for folder, level in value.items():
+        try:
+            _store_level(level, ctx)
+        except Invalid as exc:
+            raise Invalid(f"folder {folder!r}: {exc.problem}", exc.fix) from None
+    return types.MappingProxyType(dict(value))
 
 
 def _absolute(value: str, ctx: Context) -> str:
@@ -259,6 +281,13 @@ class MailboxConfig:
     owner: str = field(metadata=spec(_email, '"alice@example.com"'))
     aliases: tuple[str, ...] = field(default=(), metadata=spec(schema.each(_email)))
     enabled: bool = True
+    # Privacy (issue #16, `sync.privacy`): what is stored, per mailbox and per folder (name,
+    # path, role or glob → level), and the folders never fetched.
+    storage: str = field(default="full", metadata=spec(_store_level))
+    storage_folders: Mapping[str, str] = field(
+        default_factory=lambda: types.MappingProxyType({}), hash=False, metadata=spec(_store_map)
+    )
+    exclude_folders: tuple[str, ...] = ()
     options: Mapping[str, object] = field(
         default_factory=lambda: types.MappingProxyType({}), hash=False, metadata=spec(internal=True)
     )
@@ -280,7 +309,10 @@ class MailboxConfig:
         return spi.ConnectorConfig(mailbox=self.name, values=values, base_dir=base_dir)
 
     def build_connector(
-        self, base_dir: str, token_store: spi.TokenStore | None = None
+        self,
+        base_dir: str,
+        token_store: spi.TokenStore | None = None,
+        max_message_size: int | None = None,
     ) -> spi.Connector:
         """The mailbox's connector, built as a sync builds it, without touching the network.
 
@@ -295,7 +327,11 @@ class MailboxConfig:
             cls = registry.load(self.connector, key=f"{key}.connector")
         except spi.ConfigError as exc:
             raise ConfigFileError([exc]) from exc
-        cc = dataclasses.replace(self.connector_config(base_dir), token_store=token_store)
+        cc = dataclasses.replace(
+            self.connector_config(base_dir),
+            token_store=token_store,
+            max_message_size=max_message_size,
+        )
         p = Problems()
         for opt in cls.options:
             value = cc.values.get(opt.name)
@@ -517,6 +553,9 @@ class Config:
     matcher: MatcherConfig
     smtp: SmtpConfig
     notifications: NotificationsConfig
+    web: WebConfig = field(default_factory=WebConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
 
     @functools.cached_property
     def _derived(self) -> dict[Callable[[Config], object], object]:
@@ -622,6 +661,9 @@ SECTIONS: dict[str, schema.Section] = {
     "matcher": schema.Section(MatcherConfig),
     "smtp": schema.Section(SmtpConfig, reader=_smtp),
     "notifications": schema.Section(NotificationsConfig),
+    "web": schema.Section(WebConfig),
+    "retention": schema.Section(RetentionConfig),
+    "workers": schema.Section(WorkersConfig),
 }
 
 

@@ -149,6 +149,17 @@ def coerce(value: object, hint: Any) -> object:
     if origin in (types.UnionType, typing.Union):
         # TOML has no null, so `X | None` only means "may be absent".
         return coerce(value, next(a for a in typing.get_args(hint) if a is not type(None)))
+    if origin is Mapping:  # an inline table of strings, e.g. storage_folders
+        if isinstance(value, dict):
+            arg = typing.get_args(hint)[1]
+            out = {}
+            for name, item in value.items():
+                try:
+                    out[name] = coerce(item, arg)
+                except Invalid as exc:
+                    raise Invalid(f"{name}: {exc.problem}", exc.fix) from None
+            return out
+        raise Invalid(f"expected a table, got {toml_type(value)}", 'write { "Name" = "value" }')
     if origin is tuple:
         if isinstance(value, list):
             items = []

@@ -2,7 +2,8 @@
 
 Identity rules that make every write idempotent:
 - a Message is keyed by `key`: its normalised Message-ID, or, when another message already
-  uses that Message-ID with different content, the Message-ID plus a hash suffix;
+  uses that Message-ID with different content (other raw bytes, and another sender, date,
+  subject or body: `mail.copies`), the Message-ID plus a hash suffix;
 - a MessageLocation is unique per (folder, provider id);
 - a ThreadNode maps every Message-ID ever seen (as a message or only as a reference, or a
   provider thread hint) to its thread, so threads are the connected components of the
@@ -247,6 +248,8 @@ class Thread(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     # Reminders (issue #5): "always" / "never" overrides the expects-a-reply heuristic.
     expect_reply: Mapped[str | None] = mapped_column(String(8))
+    # Privacy (issue #16): the user who marked the thread private (only they see it), or NULL.
+    private_owner: Mapped[str | None] = mapped_column(String(320))
 
 
 class ThreadNode(Base):
@@ -290,6 +293,9 @@ class Message(Base):
     snippet: Mapped[str] = mapped_column(Text, default="")
     size: Mapped[int] = mapped_column(Integer, default=0)
     sha256: Mapped[str] = mapped_column(String(64))
+    # `copies.body_digest` of its raw bytes: a message with this one's Message-ID, sender,
+    # date and subject is a copy of it only with the same body (schema 0015; NULL before).
+    body_sha256: Mapped[str | None] = mapped_column(String(64))
     in_reply_to: Mapped[str] = mapped_column(Text, default="")  # space-separated ids
     references: Mapped[str] = mapped_column(Text, default="")  # space-separated ids
     attachments: Mapped[str] = mapped_column(Text, default="")  # JSON list or ""
@@ -303,6 +309,9 @@ class Message(Base):
     expects_reply_reason: Mapped[str | None] = mapped_column(String(40))
     return_date: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # What was kept of it (issue #16, `sync.privacy`): full, headers (no body), metadata (no
+    # subject, no body) or scrubbed (an erased person's address removed, raw bytes dropped).
+    stored_as: Mapped[str] = mapped_column(String(16), default="full", server_default="full")
 
 
 class MessageRaw(Base):
@@ -505,6 +514,8 @@ class SyncRun(Base):
     quarantined: Mapped[int] = mapped_column(Integer, default=0)
     errors: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    # The worker ("host:pid", `leases.WORKER_ID`) that ran it; NULL for runs before 0016.
+    worker: Mapped[str | None] = mapped_column(String(200))
 
 
 class AuditLog(Base):
@@ -515,6 +526,23 @@ class AuditLog(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(300), default="")
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class PrivacyTombstone(Base):
+    """An erased person (`mailmanager privacy erase`), by the keyed hash of their address
+    (`sync.privacy.address_hash`): a later sync drops or scrubs their messages again."""
+
+    __tablename__ = "privacy_tombstones"
+    address_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PrivacySalt(Base):
+    """The per-installation key of the address hashes (one row, made on first use)."""
+
+    __tablename__ = "privacy_salt"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    salt: Mapped[str] = mapped_column(String(64))
 
 
 # --- notifications (issue #5: reminder digests and immediate reminder emails) ------------------
@@ -684,3 +712,54 @@ class PendingThread(Base):
         ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True
     )
     thread_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+# --- web workspace (issue #14: sign-in links, sessions, digest action links) ------------------
+
+
+class WebSignInRequest(Base):
+    """One request for a sign-in link, kept for the rate limits (per address, per IP) whether
+    or not the address is a user's. For a user's address, `token_hash` (SHA-256 of the
+    emailed one-time token), its expiry and when it was used; never the token itself."""
+
+    __tablename__ = "web_sign_in_requests"
+    __table_args__ = (
+        Index("ix_web_sign_in_requests_email_at", "email", "created_at"),
+        Index("ix_web_sign_in_requests_ip_at", "ip", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebSession(Base):
+    """A signed-in browser: the cookie holds a random token, this row its SHA-256. Ends
+    after `[web] session_idle_minutes` without a request, `session_max_hours` after it
+    began, at sign-out (`revoked_at`), or when its user leaves the configuration."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_email: Mapped[str] = mapped_column(String(320), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebActionUse(Base):
+    """A digest action link (snooze, done, dismiss) that was used: each link works once.
+    `token_hash` is the SHA-256 of the signed token (`notify.actionlinks`)."""
+
+    __tablename__ = "web_action_uses"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_email: Mapped[str] = mapped_column(String(320))
+    reminder_id: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(16))
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -8,6 +8,7 @@ coordination modules (`sync`, `daemon`, `cli`) open sessions; the rest take a Se
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,13 +60,25 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def create_private(path: str) -> None:
+    """Create the file at `path`, empty and readable by its owner only (0600), unless it
+    exists. The database holds raw mail: SQLite creates a missing file with the umask's mode
+    (often 0644), and its -wal and -shm files take the mode of the database file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 def make_engine(url: str, echo: bool = False) -> Engine:
     """Create an engine for `url` with the settings each dialect needs."""
     if url.startswith("sqlite"):
         if url not in ("sqlite://", "sqlite:///:memory:"):
             path = sa.engine.make_url(url).database
-            if path:
+            if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                create_private(path)
         engine = sa.create_engine(url, echo=echo)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
@@ -163,8 +176,9 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the schema to the newest revision; returns (before, after)."""
     from alembic import command
 
-    before = current_revision(engine)
-    command.upgrade(_alembic_config(engine), "head")
+    with schema_lock(engine):
+        before = current_revision(engine)
+        command.upgrade(_alembic_config(engine), "head")
     return before, head_revision()
 
 
@@ -201,11 +215,51 @@ def open_database(
 
 
 def _create_if_empty(engine: Engine) -> bool:
-    """Create the schema in a database that has no table at all; False if it has some."""
-    if current_revision(engine) is not None or sa.inspect(engine).get_table_names():
+    """Create the schema in a database that has no table at all; False if it has some.
+
+    Several workers may start at once on an empty PostgreSQL database: the first creates
+    the schema under `schema_lock`, the others wait for it, look again and find it."""
+    if _has_schema(engine):
         return False
-    create_schema(engine)
+    with schema_lock(engine):
+        if _has_schema(engine):
+            return False
+        create_schema(engine)
     return True
+
+
+def _has_schema(engine: Engine) -> bool:
+    return current_revision(engine) is not None or bool(sa.inspect(engine).get_table_names())
+
+
+SCHEMA_LOCK = 0x6D6D_0001  # PostgreSQL advisory lock key: "schema changes" (mm 1)
+
+
+@contextmanager
+def schema_lock(engine: Engine) -> Iterator[None]:
+    """Hold a PostgreSQL session-level advisory lock while the schema is created or
+    upgraded, so that workers starting together change it one at a time (CREATE TABLE
+    racing on an empty database fails with a unique violation on `pg_type`). A no-op on
+    SQLite, where one writer at a time is the rule anyway."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"SELECT pg_advisory_lock({SCHEMA_LOCK})")
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({SCHEMA_LOCK})")
+            conn.commit()
+
+
+def advisory_xact_lock(session: Session, key: int) -> None:
+    """On PostgreSQL, wait for the transaction-level advisory lock `key` (released at commit
+    or rollback): jobs that write the same rows in different orders take it first and run
+    one after the other instead of deadlocking. A no-op on SQLite (one writer at a time)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
 # --- upserts --------------------------------------------------------------------------------

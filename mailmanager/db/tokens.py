@@ -181,5 +181,7 @@ def build_connector(
     cfg: config_mod.Config, mb: config_mod.MailboxConfig, factory: sessionmaker[Session]
 ) -> spi.Connector:
     """The mailbox's connector with its token store, built and checked as every sync builds
-    it (`MailboxConfig.build_connector`). Raises `config.ConfigFileError`."""
-    return mb.build_connector(cfg.base_dir, DbTokenStore(factory, mb.name))
+    it (`MailboxConfig.build_connector`), told `[sync] max_message_size`. Raises
+    `config.ConfigFileError`."""
+    token_store = DbTokenStore(factory, mb.name)
+    return mb.build_connector(cfg.base_dir, token_store, cfg.sync.max_message_size)

@@ -118,7 +118,10 @@ def decode_bytes(data: bytes, charset: str | None, defects: list[str], final: bo
         best = charset_normalizer.from_bytes(data[:65536]).best()
         if best is not None and best.encoding:
             return data.decode(best.encoding, "replace")
-    return codecs.getincrementaldecoder(codec)("replace").decode(data, final)
+    try:
+        return codecs.getincrementaldecoder(codec)("replace").decode(data, final)
+    except UnicodeError:  # even "replace" refuses some input, e.g. UTF-16 without its BOM
+        return data.decode("utf-8", "replace")
 
 
 _ENCODED_WORD_RE = re.compile(r"=\?([^?\s]+?)\?([QqBb])\?([^?]*)\?=")
@@ -248,10 +251,11 @@ _CONTENT_HEADER_RE = re.compile(rb"(?i)content-(?:type|transfer-encoding)[ \t]*:
 MAX_HEADER_BYTES = 1_048_576
 
 
-def oversize_stub(raw: bytes) -> bytes:
+def oversize_stub(raw: bytes, size: int | None = None) -> bytes:
     """What is read and kept of a message over the size limit (`sync.max_message_size`): its
     header block (at most `MAX_HEADER_BYTES` of it) and a plain-text body saying the body
-    was left out. The same bytes every time for the same `raw`."""
+    was left out. The same bytes every time for the same `raw`. `size` is the whole
+    message's size when `raw` holds only its headers (fetched so: `spi.RawMessage.truncated`)."""
     block, _ = _split_block(raw[:MAX_HEADER_BYTES])
     kept: list[bytes] = []
     skipping = False
@@ -263,8 +267,9 @@ def oversize_stub(raw: bytes) -> bytes:
         skipping = _CONTENT_HEADER_RE.match(line) is not None
         if not skipping and line.strip():
             kept.append(line if line.endswith(b"\n") else line + b"\r\n")
+    whole = len(raw) if size is None else size
     note = (
-        f"[Message too large: {len(raw)} bytes, over the limit (sync.max_message_size);"
+        f"[Message too large: {whole} bytes, over the limit (sync.max_message_size);"
         " its body was not read nor stored.]\r\n"
     )
     return b"".join(kept) + b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + note.encode()
@@ -319,7 +324,10 @@ def _content_params(value: str) -> tuple[str, dict[str, str]]:
 
 
 def _split_multipart(body: bytes, boundary: str, defects: list[str]) -> list[bytes] | None:
-    """The parts between `--boundary` delimiter lines; None when there is no delimiter."""
+    """The parts between `--boundary` delimiter lines; None when there is no delimiter.
+
+    At most `MAX_PARTS` + 1 parts are cut out (the walk stops past `MAX_PARTS` anyway): two
+    million delimiter lines cost the memory of 501 parts, not of two million."""
     try:
         delim = b"--" + boundary.encode("latin-1")
     except UnicodeEncodeError:
@@ -344,6 +352,9 @@ def _split_multipart(body: bytes, boundary: str, defects: list[str]) -> list[byt
             continue
         marks.append((i, min(j + 1, n), closing))
         if closing:
+            break
+        if len(marks) > MAX_PARTS + 1:  # the part after the last mark ends the slice
+            marks.append((i, n, True))  # not read: the walk stops at too_many_parts first
             break
         pos = j
     if not marks:

@@ -424,21 +424,32 @@ def _text_facts(
 
 
 def parse(
-    raw: bytes, provider_date: datetime | None = None, max_size: int | None = None
+    raw: bytes,
+    provider_date: datetime | None = None,
+    max_size: int | None = None,
+    truncated_size: int | None = None,
+    problem: str | None = None,
 ) -> ParsedMessage | Quarantined:
     """Parse `raw`; see the module docstring. Never raises.
 
     Returns `Quarantined` (with a reason) for input that has no usable header block. A
     message over `max_size` bytes is read from its headers only, with a note for its body
     (`mime.oversize_stub`, defect "too_large"; `size` and `sha256` stay those of `raw`).
+    `truncated_size` says `raw` is only the header block of a message of that many bytes
+    (the connector fetched no more, `spi.RawMessage.truncated`): read the same way, with
+    that `size`. `problem` is the connector's reason for not handing over a message
+    (`spi.RawMessage.problem`): the item is quarantined with it, unread.
     """
     digest = hashlib.sha256(raw).hexdigest()
-    too_large = max_size is not None and len(raw) > max_size
+    if problem:
+        return Quarantined(reason=storable.text(problem)[:500], size=len(raw), sha256=digest)
+    too_large = truncated_size is not None or (max_size is not None and len(raw) > max_size)
+    size = len(raw) if truncated_size is None else truncated_size
     try:
         if too_large:
-            found = _parse(mime.oversize_stub(raw), digest, provider_date)
+            found = _parse(mime.oversize_stub(raw, size), digest, provider_date)
             if isinstance(found, ParsedMessage):
-                found = replace(found, size=len(raw), defects=(*found.defects, "too_large"))
+                found = replace(found, size=size, defects=(*found.defects, "too_large"))
         else:
             found = _parse(raw, digest, provider_date)
         # Everything the parser hands out is storable text (see `mailmanager.mail.storable`).

@@ -20,7 +20,7 @@ from typing import Any
 
 import jinja2
 
-from mailmanager.notify import smtp
+from mailmanager.notify import actionlinks, smtp
 from mailmanager.reminders import evaluation as reminders
 
 LOCALES = ("fr", "en")
@@ -63,6 +63,7 @@ class _View:
     opportunity: str
     last_from: str
     snippet: str
+    links: actionlinks.ItemLinks | None = None
 
 
 def _autoescape(name: str | None) -> bool:
@@ -93,7 +94,13 @@ def locale_of(value: str) -> str:
     return short if short in LOCALES else "en"
 
 
-def _view(item: reminders.DigestItem, locale: str, tz: zoneinfo.ZoneInfo, t: Any) -> _View:
+def _view(
+    item: reminders.DigestItem,
+    locale: str,
+    tz: zoneinfo.ZoneInfo,
+    t: Any,
+    links: actionlinks.Linker | None,
+) -> _View:
     name = smtp.one_line(item.contact_name, 100)
     address = smtp.one_line(item.contact_email, 200)
     company = smtp.one_line(item.company_name, 100)
@@ -124,11 +131,16 @@ def _view(item: reminders.DigestItem, locale: str, tz: zoneinfo.ZoneInfo, t: Any
         opportunity=opportunity,
         last_from=last_from,
         snippet=smtp.one_line(item.last_snippet, 240),
+        links=links.item(item.reminder_id, item.thread_id is not None) if links else None,
     )
 
 
 def _render(
-    items: Sequence[reminders.DigestItem], user: Recipient, org_name: str, immediate: bool
+    items: Sequence[reminders.DigestItem],
+    user: Recipient,
+    org_name: str,
+    immediate: bool,
+    links: actionlinks.Linker | None,
 ) -> Rendered:
     env = environment()
     locale = locale_of(user.locale)
@@ -136,7 +148,7 @@ def _render(
     # that the HTML templates then escape (a macro called from an autoescaping template
     # returns Markup without escaping its arguments).
     t: Any = env.get_template(f"_{locale}.j2").module
-    views = [_view(i, locale, _zone(user.timezone), t) for i in items]
+    views = [_view(i, locale, _zone(user.timezone), t, links) for i in items]
     if immediate:
         first = items[0]
         contact = first.contact_name or first.contact_email or first.last_from
@@ -151,19 +163,32 @@ def _render(
         "items": views,
         "org_name": smtp.one_line(org_name, 100),
         "subject": subject,
+        "followups_url": links.followups_url if links else "",
     }
     text = env.get_template(f"digest.{locale}.txt.j2").render(context)
     html = env.get_template(f"digest.{locale}.html.j2").render(context)
     return Rendered(subject=subject, text=text, html=html)
 
 
-def render(items: Sequence[reminders.DigestItem], user: Recipient, org_name: str = "") -> Rendered:
-    """The digest of `items` for `user`, in the user's language (at least one item)."""
+def render(
+    items: Sequence[reminders.DigestItem],
+    user: Recipient,
+    org_name: str = "",
+    links: actionlinks.Linker | None = None,
+) -> Rendered:
+    """The digest of `items` for `user`, in the user's language (at least one item). With
+    `links` (the web workspace is configured), each item carries its signed action links
+    and the footer links to "My follow-ups"; without, the footer names the CLI commands."""
     if not items:
         raise ValueError("a digest needs at least one item")
-    return _render(items, user, org_name, immediate=False)
+    return _render(items, user, org_name, immediate=False, links=links)
 
 
-def render_immediate(item: reminders.DigestItem, user: Recipient, org_name: str = "") -> Rendered:
+def render_immediate(
+    item: reminders.DigestItem,
+    user: Recipient,
+    org_name: str = "",
+    links: actionlinks.Linker | None = None,
+) -> Rendered:
     """A one-item email sent at once (e.g. `needs_response`), naming the thread in its subject."""
-    return _render([item], user, org_name, immediate=True)
+    return _render([item], user, org_name, immediate=True, links=links)

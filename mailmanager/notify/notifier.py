@@ -34,7 +34,7 @@ from mailmanager import config as config_mod
 from mailmanager.db import configrows, store
 from mailmanager.db.models import Notification, User
 from mailmanager.errors import MailmanagerError
-from mailmanager.notify import digest, outbox
+from mailmanager.notify import actionlinks, digest, outbox
 from mailmanager.reminders import businesstime
 from mailmanager.reminders import evaluation as reminders
 
@@ -153,10 +153,13 @@ def _enqueue(
     )
     result: dict[str, Any] = {"user": user.email, "slot": slot_key, "items": len(items)}
     if items:
+        links = actionlinks.linker(cfg, user.email, now)
         if kind == "immediate":
-            rendered = digest.render_immediate(items[0], recipient(user), cfg.organization.name)
+            rendered = digest.render_immediate(
+                items[0], recipient(user), cfg.organization.name, links
+            )
         else:
-            rendered = digest.render(items, recipient(user), cfg.organization.name)
+            rendered = digest.render(items, recipient(user), cfg.organization.name, links)
         key = f"{slot_key}:{user.email}"
         row = outbox.enqueue(
             s,
@@ -291,7 +294,10 @@ def preview(
         if row is None:
             return None
         items = reminders.due_items(session, cfg, row.id, now)
-        return digest.render(items, recipient(user), cfg.organization.name) if items else None
+        if not items:
+            return None
+        links = actionlinks.linker(cfg, user.email, now)
+        return digest.render(items, recipient(user), cfg.organization.name, links)
     finally:
         session.rollback()  # due_items may cancel reminders it finds answered: undo that
         session.close()

@@ -105,6 +105,9 @@ class EvaluationReport:
         return asdict(self)
 
 
+EVALUATION_LOCK = 0x6D6D_0002  # PostgreSQL advisory lock key: reminder evaluation (mm 2)
+
+
 def evaluate(
     session: Session,
     cfg: config_mod.Config,
@@ -120,6 +123,9 @@ def evaluate(
     `[reminders] enabled = false`.
     """
     started, wall = time.perf_counter(), models.utcnow()
+    # Passes of several workers (and the sync hooks) upsert and delete the same
+    # `reminder_checks` rows in different orders: one at a time, or they deadlock.
+    store.advisory_xact_lock(session, EVALUATION_LOCK)
     p = reminder_pass.Pass(now=now, st=reminder_facts.setting(session, cfg))
     if cfg.reminders.enabled:
         if thread_ids is not None:

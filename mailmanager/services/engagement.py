@@ -185,36 +185,74 @@ def _mailboxes(session: Session, message_ids: Collection[int]) -> dict[int, list
     return {mid: sorted(names) for mid, names in out.items()}
 
 
+@dataclass(frozen=True)
+class Linked:
+    """A message linked to a record, and the link's method and confidence."""
+
+    id: int
+    message_id: str
+    thread_id: int | None
+    sent_at: datetime | None
+    direction: str
+    from_email: str
+    subject: str
+    snippet: str
+    method: str
+    confidence: float
+
+
+def linked_messages(
+    session: Session, kind: str, target_id: int, limit: int | None = None
+) -> list[Linked]:
+    """The messages linked to a record, oldest first (the last `limit` when given). Read
+    as columns, not Message objects: a record with thousands of messages (the web record
+    page) would spend its time building those."""
+    m = Message
+    query = (
+        sa.select(
+            m.id,
+            m.message_id,
+            m.thread_id,
+            m.sent_at,
+            m.direction,
+            m.from_email,
+            m.subject,
+            m.snippet,
+            Link.method,
+            Link.confidence,
+        )
+        .join(Link, Link.message_id == m.id)
+        .where(models.linking(kind, [target_id]), ~Link.tombstone)
+        .order_by(m.sent_at.desc(), m.id.desc())
+    )
+    if limit:
+        query = query.limit(limit)
+    found = [Linked(*row[:9], float(row[9])) for row in session.execute(query)]
+    found.reverse()
+    return found
+
+
 def timeline(
     session: Session, kind: str, target_id: int, limit: int | None = None
 ) -> list[dict[str, Any]]:
     """The messages linked to a record, oldest first (the last `limit` when given)."""
-    query = (
-        sa.select(Message, Link.method, Link.confidence)
-        .join(Link, Link.message_id == Message.id)
-        .where(models.linking(kind, [target_id]), ~Link.tombstone)
-        .order_by(Message.sent_at.desc(), Message.id.desc())
-    )
-    if limit:
-        query = query.limit(limit)
-    found = [(m, method, conf) for m, method, conf in session.execute(query)]
-    found.reverse()
-    boxes = _mailboxes(session, [m.id for m, _, _ in found])
+    found = linked_messages(session, kind, target_id, limit)
+    boxes = _mailboxes(session, [row.id for row in found])
     return [
         {
-            "id": m.id,
-            "message_id": m.message_id,
-            "thread_id": m.thread_id,
-            "sent_at": _iso(m.sent_at),
-            "direction": m.direction,
-            "from": m.from_email,
-            "subject": m.subject,
-            "snippet": m.snippet,
-            "mailboxes": boxes.get(m.id, []),
-            "method": method,
-            "confidence": float(conf),
+            "id": row.id,
+            "message_id": row.message_id,
+            "thread_id": row.thread_id,
+            "sent_at": _iso(row.sent_at),
+            "direction": row.direction,
+            "from": row.from_email,
+            "subject": row.subject,
+            "snippet": row.snippet,
+            "mailboxes": boxes.get(row.id, []),
+            "method": row.method,
+            "confidence": row.confidence,
         }
-        for m, method, conf in found
+        for row in found
     ]
 
 
@@ -242,7 +280,7 @@ def explain(session: Session, message: Message) -> dict[str, Any]:
             "target_id": row.target_id,
             "target": curation.target_label(session, row.target_kind, row.target_id),
             "method": row.method,
-            "confidence": float(row.confidence),
+            "confidence": row.confidence,
             "explanation": row.explanation,
             "scope": "message" if row.message_id else "thread",
             "created_by": row.created_by,

@@ -194,10 +194,17 @@ def message_detail(session: Session, message: Message) -> dict[str, Any]:
         .join(Mailbox, Mailbox.id == Folder.mailbox_id)
         .where(MessageLocation.message_id == message.id)
     ).all()
+    # Other messages with this Message-ID: a reused or forged one, kept apart (issue #16).
+    same_id = session.scalars(
+        sa.select(Message.id)
+        .where(Message.message_id == message.message_id, Message.id != message.id)
+        .order_by(Message.id)
+    ).all()
     data = _message_brief(message)
     data.update(
         {
             "key": message.key,
+            "same_message_id": list(same_id),
             "thread_id": message.thread_id,
             "date_source": message.date_source,
             "size": message.size,

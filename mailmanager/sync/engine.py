@@ -11,12 +11,16 @@ not see. A `kill -9` at any moment therefore resumes from the last committed bat
 converges on the same state as an uninterrupted run.
 
 Several workers may share a PostgreSQL database: a mailbox is synced under a lease (an
-atomic UPDATE on the mailbox row), renewed at every batch, so two workers never sync the
-same mailbox at once.
+atomic UPDATE on the mailbox row naming this sync's owner token), renewed in every batch's
+transaction. A sync that finds its lease gone (it stalled past the expiry and another
+worker took over) stops at once: that batch rolls back, and it neither writes nor releases
+anything the new holder owns. A sync that takes over a lease marks the runs still
+"running" for the mailbox "abandoned" (their worker died or lost the lease).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -36,11 +40,11 @@ from mailmanager.db.models import Folder, Mailbox
 from mailmanager.errors import MailmanagerError
 from mailmanager.matching import run as linking
 from mailmanager.reminders import evaluation as reminders
-from mailmanager.sync import fetching, ingest
+from mailmanager.sync import fetching, ingest, privacy
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=10)
+LEASE = leases.SYNC_LEASE
 PENDING_PART = 20000  # threads per transaction when a full scan's stages run
 
 Progress = Callable[[str, int], None]  # (folder name, messages fetched so far in it)
@@ -59,11 +63,14 @@ def default_hooks() -> list[events.BatchHook]:
 def merge_hooks() -> tuple[events.MergeHook, ...]:
     """How the later stages keep their rows when threads merge: always on, whatever stages
     run after a batch, since a merge deletes the losing threads."""
-    return (linking.threads_merged, reminders.threads_merged)
+    return (linking.threads_merged, reminders.threads_merged, privacy.carry_private)
 
 
 class LeaseHeldError(MailmanagerError):
     """Raised when another worker holds the mailbox's sync lease (it is syncing it now)."""
+
+
+LeaseLostError = leases.LeaseLostError
 
 
 @dataclass
@@ -86,6 +93,7 @@ class SyncReport:
     error: str | None = None
     elapsed: float = 0.0
     folders: list[FolderReport] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)  # exclude_folders: never fetched
 
     def total(self, name: str) -> int:
         return sum(int(getattr(f, name)) for f in self.folders)
@@ -110,23 +118,18 @@ def _context(
     )
 
 
-def _take_lease(session: Session, mailbox_id: int, now: datetime) -> bool:
-    """Take or renew the mailbox's sync lease with one atomic UPDATE; False if held."""
-    t = store.table(Mailbox)
-    holder = session.execute(sa.select(t.c.lease_owner).where(t.c.id == mailbox_id)).scalar()
-    free = [
-        t.c.lease_until.is_(None),
-        t.c.lease_until < now,
-        t.c.lease_owner == leases.WORKER_ID,
-    ]
-    if holder and leases.owner_is_dead(holder):
-        free.append(t.c.lease_owner == holder)
-    res = session.execute(
-        sa.update(t)
-        .where(t.c.id == mailbox_id, sa.or_(*free))
-        .values(lease_owner=leases.WORKER_ID, lease_until=now + LEASE)
-    )
-    return bool(res.rowcount)  # type: ignore[attr-defined]
+def store_one(
+    session: Session, cfg: config_mod.Config, mailbox: str, folder_id: int, item: ingest.Fetched
+) -> events.BatchResult:
+    """Store one fetched item of `mailbox`'s folder as a sync stores it (ingest: message,
+    thread, raw or quarantine; then the batch stages: matching, reminders) in the caller's
+    transaction. Raises what ingest or a stage raises. (`mailmanager quarantine retry`.)"""
+    mailbox_id = session.scalars(sa.select(Mailbox.id).where(Mailbox.name == mailbox)).one()
+    ctx = _context(cfg, cfg.mailbox(mailbox), mailbox_id)
+    result = ingest.store_batch(session, ctx, folder_id, [item])
+    for hook in default_hooks():
+        hook(session, cfg, result)
+    return result
 
 
 class Syncer:
@@ -145,24 +148,31 @@ class Syncer:
         self.progress = progress
         self.stop = stop or threading.Event()
         self.hooks = default_hooks() if hooks is None else hooks
+        self._rows_written = False  # see `_mailbox_id`
 
-    def sync(self, mailbox_name: str) -> SyncReport:
+    def sync(self, mailbox_name: str, takeover: bool = False) -> SyncReport:
         """Sync one mailbox; errors are recorded on the report and the mailbox, not raised,
         its configuration errors included (one bad mailbox never stops the others), except
-        a held lease."""
+        a held lease.
+
+        `takeover`: take the lease whoever holds it, for a scheduler whose own lock already
+        guarantees that no other live job syncs this mailbox (procrastinate, `workers`):
+        the lease then only fences off a stalled former holder, which stops at its next
+        batch (`LeaseLostError`)."""
         mb = self.cfg.mailbox(mailbox_name)
         started = time.perf_counter()
         sync_start = models.utcnow()
         report = SyncReport(mailbox=mb.name)
+        owner = leases.new_owner()  # this sync's lease; one Syncer runs several at once
         with store.session_scope(self.factory) as s:
             store.write_first(s)
-            configrows.ensure_config_rows(s, self.cfg)
-            s.flush()
-            mailbox = s.scalars(sa.select(Mailbox).where(Mailbox.name == mb.name)).one()
-            mailbox_id = mailbox.id
-            if not _take_lease(s, mailbox_id, sync_start):
+            mailbox_id = self._mailbox_id(s, mb.name)
+            if not leases.take_sync_lease(s, mailbox_id, sync_start, owner, takeover):
                 raise LeaseHeldError(f"mailbox {mb.name!r} is being synced by another worker")
-            run = models.SyncRun(mailbox_id=mailbox_id, started_at=sync_start)
+            leases.abandon_runs(s, mailbox_id, sync_start)
+            run = models.SyncRun(
+                mailbox_id=mailbox_id, started_at=sync_start, worker=leases.WORKER_ID
+            )
             s.add(run)
             s.flush()
             run_id = run.id
@@ -178,7 +188,7 @@ class Syncer:
                 extra={"action": "sync_error", "mailbox": mb.name, "error": report.error},
             )
             report.elapsed = time.perf_counter() - started
-            self._finish(mailbox_id, run_id, report, sync_start)
+            self._finish(mailbox_id, run_id, report, sync_start, owner)
             return report
         side = fetching.open_fetch_side(
             connector,
@@ -190,15 +200,22 @@ class Syncer:
         )
         try:
             self._run_pending(mailbox_id)  # left by a full scan that was cut short
-            for remote in self._folders(side.folders(), mailbox_id):
+            listed = side.folders()
+            report.excluded = [f.name for f in listed if privacy.excluded(mb, f)]
+            kept = [f for f in listed if not privacy.excluded(mb, f)]  # as if gone: see _folders
+            for remote in self._folders(kept, mailbox_id):
                 if self.stop.is_set():
                     break
-                report.folders.append(self._sync_folder(side, ctx, remote))
+                fctx = dataclasses.replace(ctx, store=privacy.level(mb, remote))
+                report.folders.append(self._sync_folder(side, fctx, remote, owner))
         except (spi.ConnectorError, spi.ConfigError) as exc:  # e.g. a token found unusable
             report.status, report.error = "error", f"{type(exc).__name__}: {exc}"
             log.warning(
                 "sync failed", extra={"action": "sync_error", "mailbox": mb.name, "error": str(exc)}
             )
+        except LeaseLostError as exc:  # stalled past the lease: the new holder carries on
+            report.status, report.error = "error", str(exc)
+            log.warning("sync stopped", extra={"action": "sync_lease_lost", "mailbox": mb.name})
         except Exception as exc:  # a bug or a database failure: this mailbox fails alone
             report.status, report.error = "error", f"{type(exc).__name__}: {exc}"[:2000]
             log.exception(
@@ -214,7 +231,7 @@ class Syncer:
             raise
         finally:
             report.elapsed = time.perf_counter() - started
-            self._finish(mailbox_id, run_id, report, sync_start)
+            self._finish(mailbox_id, run_id, report, sync_start, owner)
         log.info(
             "sync done",
             extra={
@@ -225,6 +242,19 @@ class Syncer:
             },
         )
         return report
+
+    def _mailbox_id(self, session: Session, name: str) -> int:
+        """The mailbox's row id. The config's users and mailboxes are written to the
+        database at this Syncer's first sync only (and again if the row is missing): with
+        a thousand mailboxes, writing them all at every sync would cost more than the sync."""
+        if self._rows_written:
+            found = session.scalar(sa.select(Mailbox.id).where(Mailbox.name == name))
+            if found is not None:
+                return int(found)
+        configrows.ensure_config_rows(session, self.cfg)
+        session.flush()
+        self._rows_written = True
+        return int(session.scalars(sa.select(Mailbox.id).where(Mailbox.name == name)).one())
 
     def _folders(self, remote: list[spi.RemoteFolder], mailbox_id: int) -> list[spi.RemoteFolder]:
         with store.session_scope(self.factory) as s:
@@ -252,7 +282,11 @@ class Syncer:
         return remote
 
     def _sync_folder(
-        self, side: fetching.FetchSide, ctx: ingest.MailboxContext, remote: spi.RemoteFolder
+        self,
+        side: fetching.FetchSide,
+        ctx: ingest.MailboxContext,
+        remote: spi.RemoteFolder,
+        owner: str,
     ) -> FolderReport:
         report = FolderReport(folder=remote.name, role=str(remote.role))
         with store.session_scope(self.factory) as s:
@@ -265,7 +299,7 @@ class Syncer:
         for item in side.batches(remote, cursor):
             report.rescanned = report.rescanned or item.rescanned
             full_scan = cursor is None or report.rescanned
-            self._store(folder_id, ctx, item.batch, item.results, report, full_scan)
+            self._store(folder_id, ctx, item.batch, item.results, report, owner, full_scan)
             report.fetched += len(item.batch.messages)
             if self.progress is not None:
                 self.progress(remote.name, report.fetched)
@@ -280,6 +314,7 @@ class Syncer:
         batch: spi.ChangeBatch,
         results: list[Any],
         report: FolderReport,
+        owner: str,
         full_scan: bool = False,
     ) -> None:
         items = [
@@ -323,7 +358,7 @@ class Syncer:
                 folder.rescan_started_at = None
             folder.cursor = batch.cursor
             folder.last_sync_at = now
-            _take_lease(s, ctx.mailbox_id, now)
+            leases.renew_sync_lease(s, ctx.mailbox_id, now, owner)
         report.new_messages += result.new_messages
         report.new_locations += result.new_locations
         report.quarantined += result.quarantined
@@ -361,25 +396,33 @@ class Syncer:
                 self.progress("linking threads", done)
 
     def _finish(
-        self, mailbox_id: int, run_id: int, report: SyncReport, sync_start: datetime
+        self, mailbox_id: int, run_id: int, report: SyncReport, sync_start: datetime, owner: str
     ) -> None:
         with store.session_scope(self.factory) as s:
             store.write_first(s)
-            mailbox = s.get(Mailbox, mailbox_id)
             run = s.get(models.SyncRun, run_id)
-            assert mailbox is not None and run is not None
+            assert run is not None
             now = models.utcnow()
-            mailbox.last_sync_at = now
-            mailbox.lease_owner = None
-            mailbox.lease_until = None
-            if report.status == "ok" and not self.stop.is_set():
-                mailbox.last_success_at = now
-                mailbox.synced_until = sync_start
-                mailbox.last_error = None
-            elif report.error:
-                mailbox.last_error = report.error
+            # Only the lease holder speaks for the mailbox: a sync that lost its lease
+            # leaves the mailbox's state (and the new holder's lease) alone.
+            mailbox = (
+                s.get(Mailbox, mailbox_id)
+                if leases.release_sync_lease(s, mailbox_id, owner)
+                else None
+            )
+            if mailbox is not None:
+                mailbox.last_sync_at = now
+                if report.status == "ok" and not self.stop.is_set():
+                    mailbox.last_success_at = now
+                    mailbox.synced_until = sync_start
+                    mailbox.last_error = None
+                elif report.error:
+                    mailbox.last_error = report.error
             run.finished_at = now
-            run.status = report.status if not self.stop.is_set() else "interrupted"
+            if mailbox is None:
+                run.status = "abandoned"
+            else:
+                run.status = report.status if not self.stop.is_set() else "interrupted"
             run.fetched = report.total("fetched")
             run.new_messages = report.total("new_messages")
             run.new_locations = report.total("new_locations")

@@ -22,8 +22,14 @@ folder by folder on the writer's command: `folders`, then `fetch` (folder, curso
 folder to sync. It answers a `fetch` with batches and `end`, or with the first error, which
 the writer re-raises. At most a few batches are in flight (the fetcher's queue holds one,
 the pipe blocks until the writer reads), so memory stays bounded. When the writer stops
-early (shutdown, a failed write) it kills the child; the next sync starts a new one. A dead
-writer makes the child's next send fail, and the child exits.
+early (shutdown, a failed write) it kills the child; the next sync starts a new one.
+
+The child dies with the writer: on Linux the kernel sends it SIGKILL when the writer's
+thread that forked it ends (`prctl(PR_SET_PDEATHSIG)`), elsewhere a watchdog thread sees
+the writer's pid go. It also never holds the writer's database connections: the sockets it
+inherits (the connection pool's, other threads' IMAP connections) are pointed at /dev/null
+as it starts, so a `kill -9` of the writer closes them at the server at once instead of
+leaving its transaction "idle in transaction" while the child lives (see `forked`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import pickle
 import queue
 import signal
@@ -46,6 +53,7 @@ from sqlalchemy.engine import Engine
 
 from mailmanager import spi
 from mailmanager.mail import parsing
+from mailmanager.sync import forked
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +67,27 @@ class ParsedBatch:
     rescanned: bool = False  # the stored cursor had expired: this is a full scan
 
 
-def _items(batch: spi.ChangeBatch) -> list[tuple[bytes, datetime | None]]:
-    return [(m.raw, m.internal_date) for m in batch.messages]
+_Item = tuple[bytes, datetime | None, int | None, str | None]
 
 
-def _parse_many(
-    items: Sequence[tuple[bytes, datetime | None]], max_size: int | None = None
-) -> list[Any]:
-    """Parse each item; a message over `max_size` bytes is read from its headers only."""
-    return [parsing.parse(raw, provider_date=date, max_size=max_size) for raw, date in items]
+def _items(batch: spi.ChangeBatch) -> list[_Item]:
+    """(raw, provider date, whole size when the connector fetched the headers only, the
+    connector's problem with the item)."""
+    return [
+        (m.raw, m.internal_date, (m.size or len(m.raw)) if m.truncated else None, m.problem)
+        for m in batch.messages
+    ]
+
+
+def _parse_many(items: Sequence[_Item], max_size: int | None = None) -> list[Any]:
+    """Parse each item; a message over `max_size` bytes is read from its headers only; an
+    item the connector had a problem with is quarantined with that reason."""
+    return [
+        parsing.parse(
+            raw, provider_date=date, max_size=max_size, truncated_size=whole, problem=problem
+        )
+        for raw, date, whole, problem in items
+    ]
 
 
 class _Parser:
@@ -224,8 +244,12 @@ def _serve(
     parse_workers: int,
     engine: Engine | None,
     max_size: int | None = None,
+    parent: int | None = None,
 ) -> None:
     """The fetch worker's main loop (in the child process)."""
+    if parent is not None:
+        forked.die_with(parent)
+    forked.drop_inherited_sockets(conn.fileno())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the writer's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if engine is not None:
@@ -272,7 +296,7 @@ class _Worker(FetchSide):
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(
             target=_serve,
-            args=(child, connector, limit, parse_workers, engine, max_size),
+            args=(child, connector, limit, parse_workers, engine, max_size, os.getpid()),
             name="mailmanager-fetch",
             daemon=True,
         )

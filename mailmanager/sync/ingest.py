@@ -11,6 +11,7 @@ either wholly in the database with its cursor, or not at all and fetched again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,8 +27,8 @@ from mailmanager import events
 from mailmanager.config import identity as identity_mod
 from mailmanager.db import models, store
 from mailmanager.db.models import Message, MessageLocation, Participant
-from mailmanager.mail import mime, parsing
-from mailmanager.sync import threadstore
+from mailmanager.mail import copies, mime, parsing
+from mailmanager.sync import privacy, threadstore
 from mailmanager.sync.threadstore import clean, stored_message_id
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class MailboxContext:
     subject_fallback: bool = True
     subject_window: timedelta = timedelta(days=14)
     keep_raw: bool = True
+    store: str = "full"  # the folder's storage level (`sync.privacy`)
     # Later stages' reactions to a thread merge (see `mailmanager.events`).
     on_merge: tuple[events.MergeHook, ...] = ()
 
@@ -56,6 +58,7 @@ class Fetched:
     flags: frozenset[str] = frozenset()
     labels: frozenset[str] = frozenset()
     thread_hint: str | None = None
+    stored_as: str = "full"  # what is kept of it (`sync.privacy.keep`)
 
 
 def direction(p: parsing.ParsedMessage, ctx: MailboxContext) -> str:
@@ -143,30 +146,56 @@ def _participant_rows(message_id: int, p: parsing.ParsedMessage) -> list[dict[st
     return rows
 
 
+def _body_digests(parsed: Sequence[tuple[Fetched, parsing.ParsedMessage]]) -> list[str | None]:
+    """Each item's `copies.body_digest`; None for a message over `max_message_size`, whose
+    body may not have been fetched whole (the fingerprint alone tells its copies apart)."""
+    return [None if "too_large" in p.defects else copies.body_digest(f.raw) for f, p in parsed]
+
+
+def _stored_body(session: Session, message_id: int) -> str | None:
+    """The body digest of a message stored before schema 0015, from its raw bytes; None
+    when they were not kept whole."""
+    found = session.execute(
+        sa.select(Message.defects, models.MessageRaw.data)
+        .join(models.MessageRaw, models.MessageRaw.sha256 == Message.sha256)
+        .where(Message.id == message_id)
+    ).first()
+    if found is None or "too_large" in found[0].split():
+        return None
+    return copies.body_digest(found[1])
+
+
 def _resolve_keys(
-    session: Session, parsed: Sequence[tuple[Fetched, parsing.ParsedMessage]]
+    session: Session,
+    parsed: Sequence[tuple[Fetched, parsing.ParsedMessage]],
+    bodies: Sequence[str | None],
 ) -> tuple[dict[int, int], dict[int, str]]:
     """Decide, per batch item, which existing message it is, or which new key it gets.
 
     Returns (index → existing message id, index → new key). A Message-ID seen with other
-    bytes is the same message when sender, date and subject agree (a Sent copy, a CRLF copy,
-    another mailbox's copy); otherwise it is a reused Message-ID and gets a suffixed key.
+    bytes is the same message when sender, date, subject and body agree
+    (`copies.same_message`: a Sent copy, a CRLF copy, another mailbox's copy with its own
+    transport headers); otherwise it is a reused or forged Message-ID and gets a suffixed
+    key, so a forged copy that arrives first cannot hide the real message.
     """
     ids = sorted({stored_message_id(p) for _, p in parsed})
-    known: dict[str, list[tuple[int | str, str, tuple[Any, ...]]]] = {}
+    # Message-ID → (message id or new key, raw sha256, body digest, fingerprint)
+    known: dict[str, list[tuple[int | str, str, str | None, tuple[Any, ...]]]] = {}
     for chunk in store.chunks(ids):
         rows = session.execute(
             sa.select(
                 Message.id,
                 Message.message_id,
                 Message.sha256,
+                Message.body_sha256,
                 Message.from_email,
                 Message.sent_at,
                 Message.subject_normalized,
             ).where(Message.message_id.in_(chunk))
         )
-        for mid, msgid, sha, frm, sent, subj in rows:
-            known.setdefault(msgid, []).append((mid, sha, _fingerprint(frm, sent, subj)))
+        for mid, msgid, sha, body, frm, sent, subj in rows:
+            known.setdefault(msgid, []).append((mid, sha, body, _fingerprint(frm, sent, subj)))
+    legacy: dict[int, str | None] = {}  # stored before schema 0015: hashed when needed
     existing: dict[int, int] = {}
     new_keys: dict[int, str] = {}
     batch_new: dict[str, int] = {}  # new key → first batch index using it
@@ -177,8 +206,12 @@ def _resolve_keys(
             clean(p.subject_normalized, 500),
         )
         match: int | str | None = None
-        for ident, sha, kfp in known.get(stored_message_id(p), ()):
-            if sha == p.sha256 or kfp == fp:
+        for ident, sha, body, kfp in known.get(stored_message_id(p), ()):
+            if body is None and isinstance(ident, int) and sha != p.sha256 and kfp == fp:
+                if ident not in legacy:
+                    legacy[ident] = _stored_body(session, ident)
+                body = legacy[ident]
+            if copies.same_message((sha, p.sha256), (kfp, fp), (body, bodies[index])):
                 match = ident
                 break
         if isinstance(match, int):
@@ -194,7 +227,7 @@ def _resolve_keys(
             continue
         batch_new[key] = index
         new_keys[index] = key
-        known.setdefault(stored_message_id(p), []).append((key, p.sha256, fp))
+        known.setdefault(stored_message_id(p), []).append((key, p.sha256, bodies[index], fp))
     return existing, new_keys
 
 
@@ -221,6 +254,9 @@ def store_batch(
     now = models.utcnow()
     parsed = [(f, f.parsed) for f in items if isinstance(f.parsed, parsing.ParsedMessage)]
     quarantined = [f for f in items if isinstance(f.parsed, parsing.Quarantined)]
+    parsed = _kept(session, ctx, parsed)
+    if ctx.store != "full":  # a quarantined item's bytes are kept at the full level only
+        quarantined = [dataclasses.replace(f, raw=b"") for f in quarantined]
 
     new = _insert_messages(session, ctx, parsed)
     listed = _note_list_copies(session, parsed, new, now)
@@ -237,16 +273,38 @@ def store_batch(
     return result
 
 
+def _kept(
+    session: Session, ctx: MailboxContext, parsed: Sequence[tuple[Fetched, parsing.ParsedMessage]]
+) -> list[tuple[Fetched, parsing.ParsedMessage]]:
+    """The items as the privacy settings keep them (`sync.privacy`): reduced to the folder's
+    storage level; an erased person's messages dropped, or scrubbed of them."""
+    erased = privacy.erased_check(session)
+    if ctx.store == "full" and erased is None:
+        return list(parsed)
+    out = []
+    for f, p in parsed:
+        kept = privacy.keep(p, ctx.store, erased, ctx.identity.is_ours)
+        if kept is not None:
+            f = dataclasses.replace(f, parsed=kept.parsed, stored_as=kept.stored_as)
+            out.append((f, kept.parsed))
+    return out
+
+
 def _insert_messages(
     session: Session, ctx: MailboxContext, parsed: Sequence[tuple[Fetched, parsing.ParsedMessage]]
 ) -> _NewMessages:
     """Insert each new key once (see `_resolve_keys`), then map every batch index to its
     message id."""
-    existing, new_keys = _resolve_keys(session, parsed)
+    bodies = _body_digests(parsed)
+    existing, new_keys = _resolve_keys(session, parsed, bodies)
     first_index: dict[str, int] = {}
     for index, key in new_keys.items():
         first_index.setdefault(key, index)
-    rows = [_message_row(parsed[i][1], key, ctx) for key, i in first_index.items()]
+    rows = [
+        {**_message_row(parsed[i][1], key, ctx), "body_sha256": bodies[i]}
+        | {"stored_as": parsed[i][0].stored_as}
+        for key, i in first_index.items()
+    ]
     key_to_id: dict[str, int] = {}
     if rows:
         t = store.table(Message)
@@ -309,10 +367,10 @@ def _insert_participants_and_raw(
     for key, index in new.first_index.items():
         fetched, p = parsed[index]
         participant_rows.extend(_participant_rows(new.key_to_id[key], p))
-        if ctx.keep_raw:
-            data = fetched.raw
+        data = privacy.stored_raw(fetched.raw, fetched.stored_as)
+        if ctx.keep_raw and data is not None:
             if "too_large" in p.defects:  # over sync.max_message_size: headers and a note
-                data = mime.oversize_stub(data)
+                data = mime.oversize_stub(data, p.size)
             raw_rows.append({"sha256": p.sha256, "data": data})
     if participant_rows:
         session.execute(sa.insert(store.table(Participant)), participant_rows)
@@ -464,6 +522,29 @@ def failure(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {first}"
 
 
+def _lost_insert_race(exc: BaseException) -> bool:
+    """True when another transaction committed the same message key first (two mailboxes
+    holding one message, synced at once): read again, it is an existing message."""
+    if not isinstance(exc, sa.exc.IntegrityError):
+        return False
+    diag = getattr(exc.orig, "diag", None)
+    return getattr(diag, "constraint_name", None) == "uq_messages_key"
+
+
+def _store_one(
+    session: Session, ctx: MailboxContext, folder_id: int, item: Fetched
+) -> events.BatchResult:
+    """`store_batch` of one item in a savepoint, again when it lost an insert race."""
+    for attempt in range(3):
+        try:
+            with session.begin_nested():
+                return store_batch(session, ctx, folder_id, [item])
+        except sa.exc.IntegrityError as exc:
+            if attempt == 2 or not _lost_insert_race(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
 def store_items_apart(
     session: Session,
     ctx: MailboxContext,
@@ -479,8 +560,7 @@ def store_items_apart(
     total = store_batch(session, ctx, folder_id, (), removed, flag_changes)
     for item in items:
         try:
-            with session.begin_nested():
-                one = store_batch(session, ctx, folder_id, [item])
+            one = _store_one(session, ctx, folder_id, item)
         except Exception as exc:
             if is_outage(exc):
                 raise

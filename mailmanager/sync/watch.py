@@ -13,8 +13,8 @@ does not declare an `idle` option set to false. Each thread owns its connector a
   The slice is short so that the thread sees `stop` within seconds: the connector's
   blocking wait cannot be interrupted safely from another thread (closing it would write
   LOGOUT on a socket another thread reads). Re-issuing IDLE every slice also keeps well
-  under RFC 2177's 29-minute limit, and ahead of keepalives such as Dovecot's "* OK Still
-  here" (every 2 min by default), which the IMAP connector would report as a change.
+  under RFC 2177's 29-minute limit. Keepalives such as Dovecot's "* OK Still here" (every
+  2 min by default) are not changes: the IMAP connector keeps waiting through them.
   Short waits rely on the connector counting what the server reports as a wait ends (the
   responses to IMAP's DONE): a change reported only there would otherwise be lost.
 - False at once (under half the slice): the connector does not watch (e.g. idle off): the
@@ -134,7 +134,19 @@ class Watcher:
             )
 
 
-def _watchable(
+def may_watch(mb: config_mod.MailboxConfig) -> bool:
+    """True when the mailbox is enabled and its connector has `wait_for_changes` and no
+    `idle` option set to false (the watch itself may still fail; see `watchable`)."""
+    try:
+        cls = registry.load(mb.connector, key=f"mailboxes.{mb.name}.connector")
+    except spi.ConfigError:
+        return False
+    if not mb.enabled or not callable(getattr(cls, "wait_for_changes", None)):
+        return False
+    return not any(o.name == "idle" for o in cls.options) or bool(mb.options.get("idle"))
+
+
+def watchable(
     cfg: config_mod.Config, mb: config_mod.MailboxConfig, factory: sessionmaker[Session]
 ) -> Watchable | None:
     """The mailbox's connector, built as a sync builds it, when it may watch; else None.
@@ -164,7 +176,7 @@ def start_watchers(
         if not mb.enabled:
             continue
         try:
-            connector = _watchable(cfg, mb, factory)
+            connector = watchable(cfg, mb, factory)
         except (spi.ConfigError, config_mod.ConfigFileError) as exc:
             log.error(
                 "cannot watch mailbox",

@@ -18,8 +18,11 @@ import os
 import re
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -46,6 +50,9 @@ EXPECTED_CODES: dict[str, tuple[int, str]] = {}
 
 # Commands that write the configuration file: they run in an empty directory, without it.
 MAKES_CONFIG = {"init"}
+
+# Commands that serve until stopped: each must answer HTTP on its port, then stop on SIGTERM.
+SERVES = {"web"}
 
 KINDS = {
     "contact": "contact", "contacts": "contact", "company": "company", "companies": "company",
@@ -228,7 +235,40 @@ def placeholders(sample: Sample) -> dict[str, Callable[[list[str]], str]]:
         "REF": lambda w: "OPP-2041",
         "KEY": _key,
         "U": lambda w: "alice@example.com",
+        "PORT": lambda w: str(_free_port()),
     }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(config: Path, args: list[str]) -> tuple[int, str]:
+    """Start the server command, wait until its port answers HTTP (at most 60 s), stop it
+    with SIGTERM: (exit code, its output)."""
+    port = int(args[args.index("--port") + 1])
+    env = {k: v for k, v in os.environ.items() if k != "MAILMANAGER_CONFIG"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailmanager", "--config", str(config), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    answered = None
+    try:
+        for _ in range(600):
+            if proc.poll() is not None:
+                break
+            try:
+                answered = httpx.get(f"http://127.0.0.1:{port}/signin", timeout=2).status_code
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)  # wall clock: not yet listening
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert answered == 200, f"`mailmanager {' '.join(args)}` never answered\n{output}"
+    return proc.returncode, output
 
 
 def _is_placeholder(word: str) -> bool:
@@ -251,6 +291,10 @@ def test_readme_command_runs_as_written(sample: Sample, words: list[str]) -> Non
             args.append(subs[word](words))
         else:
             args.append(word)
+    if words[0] in SERVES:
+        code, output = _serve(sample.config, args)
+        assert code in (0, -signal.SIGTERM), f"exit {code}\n{output}"
+        return
     if words[0] in MAKES_CONFIG:
         fresh = sample.root / "fresh"
         fresh.mkdir(exist_ok=True)

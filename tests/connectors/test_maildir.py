@@ -290,14 +290,20 @@ def test_damaged_cursor_expires(tmp_path: Path) -> None:
 
 def failing_open(monkeypatch: pytest.MonkeyPatch, name: str, error: int) -> None:
     """Make the OS refuse to open one file, as a dying disk or a wrong chmod would."""
-    real = builtins.open
+    real, real_os = builtins.open, os.open
 
     def fake(file: Any, *args: Any, **kwargs: Any) -> Any:
         if str(file).endswith(name):
             raise OSError(error, os.strerror(error), str(file))
         return real(file, *args, **kwargs)
 
+    def fake_os(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(file).endswith(name):
+            raise OSError(error, os.strerror(error), str(file))
+        return real_os(file, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "open", fake)
+    monkeypatch.setattr(os, "open", fake_os)  # messages are opened with os.open (O_NOFOLLOW)
 
 
 def test_unreadable_file_is_skipped_with_a_warning(

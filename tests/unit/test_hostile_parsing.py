@@ -108,3 +108,37 @@ def test_a_message_over_the_size_limit_is_read_from_its_headers_only() -> None:
     stub = mime.oversize_stub(raw)
     assert len(stub) < 1000 and b"Subject: Gros fichier" in stub
     assert parsed(raw, max_size=len(raw)).snippet == "Gros devis"  # at the limit: read whole
+
+
+def test_utf16_without_its_bom_decodes_with_replacement_instead_of_failing() -> None:
+    # Even the "replace" error handler refuses UTF-16 data without a byte-order mark: the
+    # message used to be quarantined as a parser error instead of being stored.
+    defects: list[str] = []
+    text = mime.decode_bytes(b"\xd8\x00 odd length \xdc", "utf-16", defects)
+    assert "odd length" in text and "charset_decode_error" in defects
+    raw = message(
+        "From: a@acme.fr\nTo: b@example.com\nSubject: =?utf-16?Q?+2D0-=FF?= devis\n"
+        "Message-ID: <u16@x>\nContent-Type: text/plain; charset=utf-16\n",
+        b"\xff\x00\xd8 corps\r\n",
+    )
+    p = parsed(raw)
+    assert p.subject.endswith("devis") and p.message_id == "u16@x"
+
+
+def test_a_flood_of_delimiter_lines_costs_the_memory_of_the_part_cap_only() -> None:
+    # 2 million delimiter lines in 48 MB used to cost ~280 MB: every part was cut out before
+    # the walk stopped at MAX_PARTS.
+    import tracemalloc
+
+    raw = message(
+        'From: a@acme.fr\nMessage-ID: <flood@x>\nContent-Type: multipart/mixed; boundary="b"\n',
+        b"--b\r\n" * 200_000 + b"--b--\r\n",
+    )
+    tracemalloc.start()
+    try:
+        p = parsed(raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "too_many_parts" in p.defects and p.message_id == "flood@x"
+    assert peak < 8_000_000, peak

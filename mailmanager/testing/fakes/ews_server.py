@@ -41,6 +41,8 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -327,6 +329,17 @@ def _item_xml(item: FakeItem, props: set[str], tags: set[int], mime: bool) -> st
     if "item:DateTimeReceived" in props:
         stamp = item.received.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         parts.append(f"<t:DateTimeReceived>{stamp}</t:DateTimeReceived>")
+    if "item:InternetMessageHeaders" in props:
+        head = item.mime.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+        fields = BytesHeaderParser(policy=compat32).parsebytes(head).items()
+        parts.append("<t:InternetMessageHeaders>")
+        for name, raw_value in fields:
+            text = str(raw_value).replace("\r\n", "").replace("\n", "")
+            parts.append(
+                f'<t:InternetMessageHeader HeaderName="{escape(name, {chr(34): "&quot;"})}">'
+                f"{escape(text)}</t:InternetMessageHeader>"
+            )
+        parts.append("</t:InternetMessageHeaders>")
     for tag, value in ((FLAG_STATUS, item.flag_status or None), (LAST_VERB, item.last_verb)):
         if tag in tags and value is not None:  # unset MAPI properties are left out
             parts.append(

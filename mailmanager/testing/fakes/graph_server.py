@@ -979,8 +979,20 @@ def _render(
     if select:
         wanted = {s.strip() for s in select.split(",")} | {"id"}
         full = {k: v for k, v in full.items() if k in wanted}
+        if "internetMessageHeaders" in wanted:  # only when selected, as Graph does
+            head = msg.raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+            parsed = BytesHeaderParser(policy=compat32).parsebytes(head)
+            full["internetMessageHeaders"] = [
+                {"name": k, "value": str(v).replace("\r\n", "").replace("\n", "")}
+                for k, v in parsed.items()
+            ]
+    props: list[dict[str, str]] = []
     if expand and "0x1081" in expand.lower() and msg.verb is not None:
-        full["singleValueExtendedProperties"] = [{"id": "Integer 0x1081", "value": str(msg.verb)}]
+        props.append({"id": "Integer 0x1081", "value": str(msg.verb)})
+    if expand and "0x0e08" in expand.lower():  # PidTagMessageSize
+        props.append({"id": "Integer 0xe08", "value": str(len(msg.raw))})
+    if props:
+        full["singleValueExtendedProperties"] = props
     return {"@odata.type": "#microsoft.graph.message", **full}
 
 

@@ -1,4 +1,4 @@
-"""workers on procrastinate (placeholder)
+"""workers: sync runs record the worker that ran them
 
 Revision ID: 0016
 Revises: 0015
@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+from alembic import op
+
 revision: str = "0016"
 down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
@@ -16,8 +19,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("sync_runs") as batch:
+        batch.add_column(sa.Column("worker", sa.String(200), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("sync_runs") as batch:
+        batch.drop_column("worker")

@@ -1,0 +1,241 @@
+"""Workers benchmark (issue #15): N procrastinate workers (`mailmanager run` on PostgreSQL)
+sharing M maildir mailboxes on a fresh database.
+
+Reports: the time from the start (every mailbox new: a burst) until every mailbox is synced;
+syncs per mailbox per interval in the steady state (target 1.00); overlapping syncs of one
+mailbox (target 0); database transactions per worker per minute in the steady state (every
+mailbox synced once per interval, nothing new: close to idle); the takeover time
+after a `kill -9` of a worker (until each mailbox it was syncing is synced by another); each
+worker's peak RSS.
+
+    python benchmarks/workers.py                                  # 1,000 mailboxes, 3 workers
+    python benchmarks/workers.py --mailboxes 200 --workers 1 --interval 30 --intervals 2
+
+PostgreSQL: MAILMANAGER_TEST_PG (default postgresql+psycopg://postgres@127.0.0.1:5432/test) is
+the admin URL; a database is created for the run and dropped at its end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import mailbox
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+ADMIN = os.environ.get("MAILMANAGER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REPO = Path(__file__).resolve().parent.parent
+WORKER = """
+    import sys
+    from mailmanager import config
+    from mailmanager.db import store
+    from mailmanager.workers import runner
+    cfg = config.load(sys.argv[1])
+    with store.open_database(cfg.database.url, create=True) as factory:
+        runner.run_worker(cfg, factory)
+"""
+
+
+def seed(root: Path, mailboxes: int, per_box: int) -> list[str]:
+    names = []
+    root.mkdir(parents=True, exist_ok=True)
+    for b in range(mailboxes):
+        name = f"box{b:04d}"
+        box = mailbox.Maildir(str(root / name), create=True)
+        for i in range(per_box):
+            box.add(
+                f"From: client{b}@acme.fr\r\nTo: alice@example.com\r\nSubject: Devis {b}-{i}\r\n"
+                f"Message-ID: <{b}-{i}@acme.fr>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n\r\n"
+                "Bonjour\r\n".encode()
+            )
+        names.append(name)
+    return names
+
+
+def write_config(path: Path, url: str, root: Path, names: list[str], interval: int) -> None:
+    boxes = "".join(
+        f'[[mailboxes]]\nname = "{n}"\nconnector = "maildir"\npath = "{root / n}"\n'
+        'owner = "alice@example.com"\n'
+        for n in names
+    )
+    path.write_text(
+        f'[database]\nurl = "{url}"\n[organization]\ndomains = ["example.com"]\n'
+        '[[users]]\nemail = "alice@example.com"\nname = "Alice"\n'
+        f"[sync]\ninterval = {interval}\n[reminders]\nenabled = false\n"
+        "[notifications]\nenabled = false\n" + boxes
+    )
+
+
+def runs(engine: sa.Engine) -> list[tuple[str, str, datetime, datetime | None, str | None]]:
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("sync_runs"):
+            return []
+        rows = conn.execute(
+            sa.text(
+                "SELECT m.name, r.status, r.started_at, r.finished_at, r.worker "
+                "FROM sync_runs r JOIN mailboxes m ON m.id = r.mailbox_id ORDER BY r.id"
+            )
+        ).all()
+    return [(str(a), str(b), _utc(c), d and _utc(d), e) for a, b, c, d, e in rows]
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)  # stored as naive UTC
+
+
+def overlaps(rows: list[tuple[str, str, datetime, datetime | None, str | None]]) -> int:
+    by_box: dict[str, list[tuple[datetime, datetime]]] = {}
+    far = datetime.max.replace(tzinfo=UTC)
+    for name, _, start, end, _ in rows:
+        by_box.setdefault(name, []).append((start, end or far))
+    count = 0
+    for spans in by_box.values():
+        spans.sort()
+        count += sum(1 for a, b in itertools.pairwise(spans) if a[1] > b[0])
+    return count
+
+
+def commits(engine: sa.Engine, name: str) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text("SELECT xact_commit FROM pg_stat_database WHERE datname = :d"), {"d": name}
+            ).scalar()
+            or 0
+        )
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_until(predicate: Any, timeout: float) -> float:
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"timed out after {timeout} s")
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mailboxes", type=int, default=1000)
+    ap.add_argument("--workers", type=int, default=3)
+    ap.add_argument("--per-box", type=int, default=3)
+    ap.add_argument("--interval", type=int, default=60)
+    ap.add_argument("--intervals", type=int, default=2, help="steady-state intervals measured")
+    args = ap.parse_args()
+    admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+    dbname = f"mm_bench_workers_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{dbname}"')
+    url = sa.engine.make_url(ADMIN).set(database=dbname).render_as_string(False)
+    engine = sa.create_engine(url)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="mm-bench-workers-") as tmp:
+            root = Path(tmp)
+            names = seed(root / "boxes", args.mailboxes, args.per_box)
+            cfg = root / "mm.toml"
+            write_config(cfg, url, root / "boxes", names, args.interval)
+            argv = [sys.executable, "-c", textwrap.dedent(WORKER), str(cfg)]
+            log = (root / "workers.log").open("wb")
+            procs = [subprocess.Popen(argv, cwd=REPO, stderr=log) for _ in range(args.workers)]
+            burst = wait_until(
+                lambda: len({r[0] for r in runs(engine) if r[1] == "ok"}) >= args.mailboxes,
+                60 * 20,
+            )
+            # Steady state: from just before the next tick, count the syncs started per
+            # interval (ticks fall on multiples of the interval, see `tasks.cron_every`).
+            time.sleep(args.interval - time.time() % args.interval - 2 + args.interval)
+            steady_start = datetime.now(UTC)
+            c0, t0 = commits(engine, dbname), time.monotonic()
+            time.sleep(args.interval * args.intervals)
+            c1, t1 = commits(engine, dbname), time.monotonic()
+            steady_end = datetime.now(UTC)
+            started = [r for r in runs(engine) if steady_start <= r[2] < steady_end]
+            per_interval = len(started) / args.mailboxes / args.intervals
+            per_worker_min = (c1 - c0) / args.workers / ((t1 - t0) / 60)
+            rss = [peak_rss_mb(p.pid) for p in procs]
+            takeover = None
+            if args.workers > 1:
+                # Kill a worker while it syncs (wait for the next tick's burst).
+                def busy() -> tuple[int, list[str]] | None:
+                    for p in procs:
+                        held = [
+                            r[0]
+                            for r in runs(engine)
+                            if r[1] == "running" and r[4] and r[4].endswith(f":{p.pid}")
+                        ]
+                        if held:
+                            return p.pid, held
+                    return None
+
+                wait_until(lambda: busy() is not None, args.interval * 2)
+                found = busy()
+                assert found is not None
+                pid, held = found
+                victim = next(p for p in procs if p.pid == pid)
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+                killed_at = datetime.now(UTC) - timedelta(seconds=1)
+
+                def taken_over() -> bool:
+                    done = {
+                        r[0]
+                        for r in runs(engine)
+                        if r[1] == "ok" and r[2] > killed_at and not str(r[4]).endswith(f":{pid}")
+                    }
+                    return set(held) <= done
+
+                takeover = wait_until(taken_over, 180)
+            overlap = overlaps(runs(engine))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        admin.dispose()
+    print(
+        json.dumps(
+            {
+                "mailboxes": args.mailboxes,
+                "workers": args.workers,
+                "interval_s": args.interval,
+                "burst_all_synced_s": round(burst, 1),
+                "syncs_per_mailbox_per_interval": round(per_interval, 3),
+                "overlapping_syncs": overlap,
+                "db_transactions_per_worker_per_min_steady": round(per_worker_min),
+                "takeover_after_kill9_s": round(takeover, 1) if takeover is not None else None,
+                "peak_rss_mb_per_worker": [round(r) for r in rss],
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

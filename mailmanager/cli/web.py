@@ -1,0 +1,48 @@
+"""`mailmanager web`: serve the web workspace with uvicorn until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import click
+
+from mailmanager.cli.app import EXIT_CONFIG, State, database, fail
+
+
+def _say(line: str) -> None:
+    click.echo(line)
+    sys.stdout.flush()
+
+
+@click.command("web")
+@click.option("--host", metavar="ADDRESS", help="Listen on this address (default: [web] host).")
+@click.option("--port", type=int, metavar="PORT", help="Listen on this port (default: [web] port).")
+@click.pass_obj
+def web_cmd(state: State, host: str | None, port: int | None) -> None:
+    """Serve the web workspace (follow-ups, sign-in by emailed link) until interrupted.
+
+    People sign in with a one-time link sent to their address. With [web] sign_in_links
+    "auto" (the default) and a loopback address, each requested link is also printed here,
+    so the workspace works on one machine without an SMTP server.
+    """
+    import uvicorn
+
+    from mailmanager.notify import actionlinks
+    from mailmanager.web.app import create_app
+
+    cfg = state.config()
+    web = cfg.web
+    web = dataclasses.replace(web, host=host or web.host, port=port or web.port)
+    cfg = dataclasses.replace(cfg, web=web)
+    try:
+        actionlinks.load_key(web.secret_file)
+    except actionlinks.SecretFileError as exc:
+        fail(f"{exc} ([web] secret_file in {state.config_file})", EXIT_CONFIG)
+    with database(state, create=True) as factory:
+        app = create_app(cfg, factory, notice=_say)
+        _say(f"mailmanager web: open {web.url}/ in your browser (Ctrl-C to stop)")
+        if web.print_sign_in_links:
+            _say("Sign-in links will be printed here as they are requested.")
+        # No access log: sign-in and action links carry their token in the path.
+        uvicorn.run(app, host=web.host, port=web.port, log_level="warning", access_log=False)

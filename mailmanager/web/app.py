@@ -1,0 +1,152 @@
+"""The web workspace as an ASGI app: `create_app(cfg, session_factory)`.
+
+Pages are server-rendered (Jinja2, `web/templates/`), every state change is a form POST
+checked for its CSRF token (`deps.check_csrf`, app-wide), and every response carries a
+Content-Security-Policy without inline script or style, no framing, no referrer across
+sites and no MIME sniffing. Page modules are routers: this module's own (`signin`,
+`followups`, `links`) and those of `OPTIONAL_PAGES` when they exist.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from urllib.parse import urlencode
+
+import jinja2
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mailmanager import __version__
+from mailmanager import config as config_mod
+from mailmanager.db import models
+from mailmanager.web import deps, followups, i18n, links, signin
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+OPTIONAL_PAGES = ("records", "threads", "review", "admin")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'; object-src 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _pages() -> list[ModuleType]:
+    """This package's page modules: the core ones and those of OPTIONAL_PAGES present."""
+    found: list[ModuleType] = [signin, followups, links]
+    for name in OPTIONAL_PAGES:
+        module_name = f"mailmanager.web.{name}"
+        try:
+            found.append(importlib.import_module(module_name))
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+    return found
+
+
+def create_app(
+    cfg: config_mod.Config,
+    session_factory: sessionmaker[Session],
+    clock: Callable[[], datetime] = models.utcnow,
+    notice: Callable[[str], None] = lambda line: None,
+    send_mail: bool = True,
+) -> FastAPI:
+    """The workspace over `cfg` and the database of `session_factory`. `clock` gives "now"
+    (tests pin it); `notice` prints a line where the server runs (sign-in links, when
+    `[web] sign_in_links` asks); with `send_mail`, queued sign-in emails are sent at once
+    from a background thread (else they wait in the outbox for the daemon)."""
+    app = FastAPI(
+        title="mailmanager",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(deps.check_csrf)],
+    )
+    pages = _pages()
+    state = deps.WebState(
+        cfg=cfg,
+        factory=session_factory,
+        clock=clock,
+        env=_environment(),
+        notice=notice,
+        mailer=signin.Mailer(cfg, session_factory) if send_mail else None,
+    )
+    state.nav = sorted(
+        (p.NAV for p in pages if isinstance(getattr(p, "NAV", None), deps.NavItem)),
+        key=lambda n: n.order,
+    )
+    app.state.web = state
+    for page in pages:
+        app.include_router(page.router)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if request.url.path.startswith("/static/"):  # pages are private; the CSS is not
+            response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
+
+    @app.exception_handler(deps.SignInRequired)
+    async def sign_in_first(request: Request, exc: deps.SignInRequired) -> Response:
+        if request.method == "GET":
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            query = "" if target == "/" else "?" + urlencode({"next": target}, safe="/")
+            return deps.redirect(f"/signin{query}")
+        return _error(request, 401)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        detail = exc.detail if exc.status_code == 400 and isinstance(exc.detail, str) else ""
+        return _error(request, exc.status_code, detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        return _error(request, 400, "invalid form or query")
+
+    return app
+
+
+def _error(request: Request, status: int, detail: str = "") -> Response:
+    viewer = deps.optional_viewer(request)
+    lang = i18n.locale_of(viewer.locale if viewer else request.headers.get("accept-language"))
+    t = i18n.translator(lang)
+    key = f"error.{status}"
+    message = (
+        t(key, detail=detail) if status == 400 else t(key) if status in (401, 403, 404) else ""
+    )
+    context = {"title": t("error.title"), "message": message or str(status), "followups_link": True}
+    return deps.render(request, "message.html", context, status)

@@ -1,0 +1,112 @@
+"""Fixtures of the web tests (see `tests/web/support.py` for what they start).
+
+- `web_server` (one per test module): a running `mailmanager web` over a synced copy of the
+  sample mailbox; `web_server.sign_in(email)` returns an httpx client signed in through the
+  emailed link; `web_server.url`, `.sink` (emails), `.session()` (the database), `.cli(...)`.
+- `signed_in(email)`: the same, on `web_server`, closed after the test.
+- `web_server_pg` (one per module): the same over PostgreSQL.
+- `start_web_server(web_extra="")`: another server (e.g. with other `[web]` keys), stopped
+  after the test.
+- `web_template`: the synced database the servers copy; `.bob_reminder` is bob's reminder id,
+  `.alice_reminders` alice's open ones.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import IN_CI, new_pg_database
+from tests.integration.notify_support import Sink
+from tests.web.support import (
+    Template,
+    WebServer,
+    build_template,
+    start_pg_server,
+    start_server,
+)
+
+
+@pytest.fixture(scope="session")
+def web_sink() -> Iterator[Sink]:
+    sink = Sink().start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="session")
+def web_template(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    if shutil.which("faketime") is None:
+        if IN_CI:
+            pytest.fail("faketime is required in CI (apt-get install faketime)")
+        pytest.skip("faketime is not installed")
+    return build_template(tmp_path_factory.mktemp("web-template"))
+
+
+@pytest.fixture(scope="module")
+def web_server(
+    tmp_path_factory: pytest.TempPathFactory, web_template: Template, web_sink: Sink
+) -> Iterator[WebServer]:
+    server = start_server(tmp_path_factory.mktemp("web"), web_template, web_sink)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def web_server_pg(tmp_path_factory: pytest.TempPathFactory, web_sink: Sink) -> Iterator[WebServer]:
+    """Like `web_server`, over PostgreSQL (skipped when absent, failed in CI)."""
+    if shutil.which("faketime") is None:
+        if IN_CI:
+            pytest.fail("faketime is required in CI (apt-get install faketime)")
+        pytest.skip("faketime is not installed")
+    with new_pg_database("mm_web") as url:
+        server = start_pg_server(tmp_path_factory.mktemp("web-pg"), url, web_sink)
+        yield server
+        server.stop()
+
+
+@pytest.fixture
+def start_web_server(
+    tmp_path_factory: pytest.TempPathFactory, web_template: Template, web_sink: Sink
+) -> Iterator[Callable[..., WebServer]]:
+    started: list[WebServer] = []
+
+    def start(web_extra: str = "") -> WebServer:
+        server = start_server(tmp_path_factory.mktemp("web"), web_template, web_sink, web_extra)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def signed_in(web_server: WebServer) -> Iterator[Callable[[str], httpx.Client]]:
+    clients: list[httpx.Client] = []
+
+    def sign_in(email: str) -> httpx.Client:
+        client = web_server.sign_in(email)
+        clients.append(client)
+        return client
+
+    yield sign_in
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def artifacts_dir(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """Where browser tests save screenshots (printed by each test): under
+    $MAILMANAGER_WEB_ARTIFACTS/<test name> when set (CI keeps them), else a pytest tmp dir."""
+    root = os.environ.get("MAILMANAGER_WEB_ARTIFACTS")
+    if root:
+        path = Path(root) / request.node.name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return tmp_path_factory.mktemp("web-artifacts")
