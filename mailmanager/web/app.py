@@ -3,18 +3,16 @@
 Pages are server-rendered (Jinja2, `web/templates/`), every state change is a form POST
 checked for its CSRF token (`deps.check_csrf`, app-wide), and every response carries a
 Content-Security-Policy without inline script or style, no framing, no referrer across
-sites and no MIME sniffing. Page modules are routers: this module's own (`signin`,
-`followups`, `links`) and those of `OPTIONAL_PAGES` when they exist.
+sites and no MIME sniffing. Each page module (`PAGES`) is a router, with its navigation
+entry when it has one.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
 from urllib.parse import urlencode
 
 import jinja2
@@ -28,12 +26,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mailmanager import __version__
 from mailmanager import config as config_mod
 from mailmanager.db import models
-from mailmanager.web import deps, followups, i18n, links, signin
+from mailmanager.web import admin, deps, followups, i18n, links, records, review, signin, threads
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
-OPTIONAL_PAGES = ("records", "threads", "review", "admin")
+PAGES = (signin, followups, links, records, threads, review, admin)
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "font-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
@@ -59,19 +57,6 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def _pages() -> list[ModuleType]:
-    """This package's page modules: the core ones and those of OPTIONAL_PAGES present."""
-    found: list[ModuleType] = [signin, followups, links]
-    for name in OPTIONAL_PAGES:
-        module_name = f"mailmanager.web.{name}"
-        try:
-            found.append(importlib.import_module(module_name))
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-    return found
-
-
 def create_app(
     cfg: config_mod.Config,
     session_factory: sessionmaker[Session],
@@ -91,7 +76,6 @@ def create_app(
         openapi_url=None,
         dependencies=[Depends(deps.check_csrf)],
     )
-    pages = _pages()
     state = deps.WebState(
         cfg=cfg,
         factory=session_factory,
@@ -101,11 +85,11 @@ def create_app(
         mailer=signin.Mailer(cfg, session_factory) if send_mail else None,
     )
     state.nav = sorted(
-        (p.NAV for p in pages if isinstance(getattr(p, "NAV", None), deps.NavItem)),
+        (p.NAV for p in PAGES if isinstance(getattr(p, "NAV", None), deps.NavItem)),
         key=lambda n: n.order,
     )
     app.state.web = state
-    for page in pages:
+    for page in PAGES:
         app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
