@@ -158,6 +158,16 @@ def retention_job(cfg: config_mod.Config, factory: sessionmaker[Session]) -> Non
         log.exception("retention failed", extra={"action": "retention_crash"})
 
 
+def weekly_job(cfg: config_mod.Config, factory: sessionmaker[Session]) -> None:
+    """Queue the weekly activity reports that are due (hourly; see `services.weekly`)."""
+    from mailmanager.services import weekly
+
+    try:
+        weekly.send_weekly_reports(factory, cfg, models.utcnow())
+    except Exception:  # the job boundary
+        log.exception("weekly report failed", extra={"action": "weekly_crash"})
+
+
 def _add_notification_jobs(
     scheduler: Any,
     cfg: config_mod.Config,
@@ -170,6 +180,8 @@ def _add_notification_jobs(
     if n.enabled:
         jobs.append(("notify:outbox", flush_job, (cfg, factory, stop), n.flush_interval))
         jobs.append(("notify:digests", notify_job, (cfg, factory, stop), n.interval))
+        if any(u.weekly_report for u in cfg.users):
+            jobs.append(("notify:weekly", weekly_job, (cfg, factory), 3600))
     if cfg.reminders.enabled:
         jobs.append(("reminders:evaluate", evaluate_job, (cfg, factory), n.evaluate_interval))
     if any(v is not None for v in dataclasses.astuple(cfg.retention)):  # daily, from start

@@ -59,6 +59,8 @@ class State:
             try:
                 self._config = config_mod.load(self.config_file)
             except (config_mod.ConfigFileError, spi.ConfigError) as exc:
+                if logs.format_in(self.config_file) == "json":  # JSON lines from the start
+                    logs.setup("ERROR", "json")
                 fail(f"configuration error in {self.config_file}:\n{exc}", EXIT_CONFIG)
             # One-shot commands print their own results: only warnings go to the log
             # unless -v; the daemon (`run`) logs at the configured level.
@@ -71,7 +73,12 @@ class State:
 
 
 def fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    """Print `error: message` on stderr (a JSON log record with `[logging] format = "json"`)
+    and exit with `code`."""
+    if logs.is_json():
+        logs.error(message, exit_code=code)
+    else:
+        click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from mailmanager import config as config_mod
-from mailmanager import daemon, spi
+from mailmanager import daemon, logs, spi
 from mailmanager.cli.app import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -137,12 +137,16 @@ def run_cmd(state: State, once: bool) -> None:
     disabled = len(cfg.mailboxes) - enabled
     mode = workers_config.engine_for(cfg.workers, cfg.database.url)
     with database(state, create=True) as factory:
-        click.echo(
+        logs.announce(  # a JSON record with [logging] format = "json"
             f"mailmanager {'worker (procrastinate)' if mode == 'procrastinate' else 'daemon'}: "
             f"{enabled} mailboxes, every {cfg.sync.interval} s"
             + (f" ({disabled} disabled, not synced)" if disabled else "")
             + "; Ctrl-C to stop",
-            err=True,
+            action="start",
+            engine=mode,
+            mailboxes=enabled,
+            disabled=disabled,
+            interval=cfg.sync.interval,
         )
         try:
             if mode == "procrastinate":

@@ -37,7 +37,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from mailmanager import registry, spi
-from mailmanager.config import reminder_kinds, schema
+from mailmanager.config import oidc, reminder_kinds, schema
+from mailmanager.config.oidc import OidcProvider
 from mailmanager.config.retention import RetentionConfig
 from mailmanager.config.schema import Context, Invalid, Problems, spec
 from mailmanager.config.web import WebConfig
@@ -261,6 +262,8 @@ class UserConfig:
     )
     blocklist: tuple[str, ...] = field(default=(), metadata=spec(schema.each(_block_entry)))
     digest_times: tuple[str, ...] | None = field(default=None, metadata=spec(_hhmm_list))
+    # The weekly activity report (issue #14): opt-in, Mondays at the first digest time.
+    weekly_report: bool = False
     # Reminders (issue #5): each key, when given, overrides the [reminders] key of that name.
     work_days: tuple[str, ...] | None = field(default=None, metadata=spec(_weekdays))
     work_start: str | None = field(default=None, metadata=spec(_hhmm))
@@ -556,6 +559,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    oidc: tuple[OidcProvider, ...] = ()
 
     @functools.cached_property
     def _derived(self) -> dict[Callable[[Config], object], object]:
@@ -592,6 +596,7 @@ class Config:
         """Resolve every secret reference now. Raises `ConfigFileError` listing every failure."""
         problems: list[spi.ConfigError] = []
         resolvers: list[Callable[[], object]] = [self.database.url_with_secret, self.smtp.secrets]
+        resolvers += [provider.client_secret for provider in self.oidc]
         resolvers += [
             functools.partial(mb.connector_config, self.base_dir) for mb in self.mailboxes
         ]
@@ -611,7 +616,8 @@ class Config:
         Raises `ConfigFileError` listing every failure.
         """
         problems: list[spi.ConfigError] = []
-        for resolve in (self.database.url_with_secret, self.smtp.secrets):
+        oidc_secrets = [provider.client_secret for provider in self.oidc]
+        for resolve in (self.database.url_with_secret, self.smtp.secrets, *oidc_secrets):
             try:
                 resolve()
             except ConfigFileError as exc:
@@ -664,6 +670,7 @@ SECTIONS: dict[str, schema.Section] = {
     "web": schema.Section(WebConfig),
     "retention": schema.Section(RetentionConfig),
     "workers": schema.Section(WorkersConfig),
+    "oidc": schema.Section(OidcProvider, array=True, reader=oidc.read),
 }
 
 

@@ -52,6 +52,11 @@ class WebConfig:
     login_limit_per_address: int = field(default=5, metadata=spec(schema.at_least(1)))
     login_limit_per_ip: int = field(default=20, metadata=spec(schema.at_least(1)))
     login_limit_minutes: int = field(default=15, metadata=spec(schema.at_least(1)))
+    # The dashboard's churn risk: clients with no exchange for this many days.
+    churn_days: int = field(default=60, metadata=spec(schema.at_least(1)))
+    # Requests with a larger body are refused (413) before it is read: a form is parsed
+    # (CSRF check) before anyone is known, so this bounds what a stranger can make us spool.
+    max_upload_mb: int = field(default=20, metadata=spec(schema.at_least(1)))
 
     @property
     def url(self) -> str:

@@ -234,6 +234,15 @@ class Folder(Base):
 
 class Thread(Base):
     __tablename__ = "threads"
+    __table_args__ = (
+        # Search (schema 0017) lists the private threads: few, so the index stays small.
+        Index(
+            "ix_threads_private_owner",
+            "private_owner",
+            sqlite_where=sa_text("private_owner IS NOT NULL"),
+            postgresql_where=sa_text("private_owner IS NOT NULL"),
+        ),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     subject: Mapped[str] = mapped_column(Text, default="")
     subject_normalized: Mapped[str] = mapped_column(String(500), default="", index=True)

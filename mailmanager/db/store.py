@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager.db import crmtriggers, linktriggers, models
+from mailmanager.db import crmtriggers, linktriggers, models, searchindex
 from mailmanager.errors import MailmanagerError
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,7 @@ def create_schema(engine: Engine) -> None:
             conn.dialect.name
         ):
             conn.exec_driver_sql(statement)
+        searchindex.create(conn)
         conn.exec_driver_sql(
             "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
             "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"

@@ -56,15 +56,20 @@ def body_digest(raw: bytes) -> str:
 
 def same_message(
     sha256: tuple[str, str],
-    fingerprint: tuple[Hashable, Hashable],
+    fingerprint: tuple[tuple[Hashable, Hashable, Hashable], tuple[Hashable, Hashable, Hashable]],
     body: tuple[str | None, str | None],
 ) -> bool:
     """Two items with one Message-ID are one message when their raw bytes are the same, or
-    when sender, date and subject (`fingerprint`) agree and so do their bodies. A body
-    digest of None (a message stored before bodies were hashed, whose raw bytes were not
-    kept) is not known: the fingerprint decides alone, as it did before."""
+    when their sender and subject agree and so do their bodies. `fingerprint` is each
+    item's (sender, date, subject). The date decides only when a body digest is None (a
+    message stored before bodies were hashed, whose raw bytes were not kept): a copy's date
+    can be its own, when the Date header is missing or absurd (in the future) and the
+    arrival time stands in for it, different in each mailbox."""
     if sha256[0] == sha256[1]:
         return True
-    if fingerprint[0] != fingerprint[1]:
+    (sender, date, subject), (sender_b, date_b, subject_b) = fingerprint
+    if (sender, subject) != (sender_b, subject_b):
         return False
-    return body[0] is None or body[1] is None or body[0] == body[1]
+    if body[0] is None or body[1] is None:
+        return date == date_b
+    return body[0] == body[1]

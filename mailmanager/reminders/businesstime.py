@@ -182,11 +182,30 @@ def business_days_between(a: datetime, b: datetime, cal: Calendar) -> int:
     if b <= a:
         return 0
     begin = _local(next_business_time(a, cal), cal)
-    day, clock, count = begin.date(), begin.time(), 0
+    day, clock = begin.date(), begin.time()
     limit = b.astimezone(cal.tz).date()
-    while day < limit:
-        day = _next_working_day(day, cal)
-        if _at(day, clock, cal) > b:
-            break
-        count += 1
+    if day >= limit:
+        return 0
+    # Every working day strictly between counts (its `clock` is on an earlier date than b);
+    # `limit` itself counts once its `clock` has come.
+    last = 1 if is_working_day(limit, cal) and _at(limit, clock, cal) <= b else 0
+    return working_days_between(day, limit, cal) + last
+
+
+def working_days_between(first: date, last: date, cal: Calendar) -> int:
+    """How many working days lie strictly between `first` and `last`, in time proportional
+    to the years spanned, not the days: whole weeks by arithmetic, then the holidays."""
+    days = (last - first).days - 1
+    if days <= 0:
+        return 0
+    weeks, rest = divmod(days, 7)
+    count = weeks * len(cal.work_days)
+    count += sum((first + timedelta(days=weeks * 7 + i)).weekday() in cal.work_days
+                 for i in range(1, rest + 1))  # fmt: skip
+    if cal.holiday_country is not None:
+        for year in range(first.year, last.year + 1):
+            count -= sum(
+                first < d < last and d.weekday() in cal.work_days
+                for d in _holidays(cal.holiday_country, cal.holiday_subdivision, year)
+            )
     return count

@@ -179,13 +179,14 @@ def levels(
     ids = sorted(set(message_ids))
     owners = mailbox_owners(session, ids)
     linked = set(ids) if all_on_records else on_records(session, ids)
+    # The owner by a subquery per message (a primary-key lookup), not an outer join: for
+    # the join PostgreSQL picks a hash join that reads the whole threads table per chunk.
+    owner = sa.select(Thread.private_owner).where(Thread.id == Message.thread_id)
     private: dict[int, str | None] = {}
     for part in store.chunks(ids):
         private.update(
             session.execute(
-                sa.select(Message.id, Thread.private_owner)
-                .outerjoin(Thread, Thread.id == Message.thread_id)
-                .where(Message.id.in_(part))
+                sa.select(Message.id, owner.scalar_subquery()).where(Message.id.in_(part))
             ).all()
         )
     shown = visibility(cfg)

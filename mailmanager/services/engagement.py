@@ -92,6 +92,23 @@ def _replies(rows: list[tuple[int, datetime, str]]) -> tuple[list[float], list[f
     return ours, theirs
 
 
+def rate(age_days: float, threads_365: int, volume_365: int) -> tuple[int, int, int, str]:
+    """The marks (recency, frequency, volume) and the segment (module docstring), from the
+    days since the last exchange (`inf`: never), the threads and the messages of 365 days."""
+    r = _mark(age_days, (7, 30, 90, 180), lower=True)
+    f = _mark(threads_365, (12, 6, 3, 1), lower=False)
+    v = _mark(volume_365, (50, 20, 8, 1), lower=False)
+    if r >= 4 and f >= 4 and v >= 4:
+        segment = "vip"
+    elif r >= 4:
+        segment = "active"
+    elif r >= 2:
+        segment = "at_risk"
+    else:
+        segment = "dormant"
+    return r, f, v, segment
+
+
 def summarize(rows: list[tuple[int, datetime, str]], now: datetime) -> Engagement:
     """Engagement from (thread id, sent at, direction) of the linked real messages."""
     inbound = [t for _, t, d in rows if d == "inbound"]
@@ -104,17 +121,7 @@ def summarize(rows: list[tuple[int, datetime, str]], now: datetime) -> Engagemen
     year = within(365)
     ours, theirs = _replies(rows)
     age = (now - last).total_seconds() / 86400 if last else float("inf")
-    r = _mark(age, (7, 30, 90, 180), lower=True)
-    f = _mark(len({tid for tid, _, _ in year}), (12, 6, 3, 1), lower=False)
-    v = _mark(len(year), (50, 20, 8, 1), lower=False)
-    if r >= 4 and f >= 4 and v >= 4:
-        segment = "vip"
-    elif r >= 4:
-        segment = "active"
-    elif r >= 2:
-        segment = "at_risk"
-    else:
-        segment = "dormant"
+    r, f, v, segment = rate(age, len({tid for tid, _, _ in year}), len(year))
     return Engagement(
         last_inbound=max(inbound, default=None),
         last_outbound=max(outbound, default=None),

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from mailmanager import config as config_mod
 from mailmanager.config import identity
-from mailmanager.db import audit, models, store
+from mailmanager.db import audit, models, searchindex, store
 from mailmanager.db.models import Message
 from mailmanager.errors import MailmanagerError
 from mailmanager.mail import normalize
@@ -224,6 +224,8 @@ def erase(
         )
         for h in hashes:
             audit.record(session, actor, "privacy.erase", person_target(h), report.counts())
+    if not dry_run:
+        searchindex.forget_deleted(session.connection())  # the erased words leave the file
     log.info("erasure", extra={"action": "privacy_erase", "dry_run": dry_run, **report.counts()})
     return report
 
@@ -333,6 +335,8 @@ def apply_retention(
             counts["audit"] = res.rowcount  # type: ignore[attr-defined]
         if any(counts.values()):
             audit.record(session, "retention", "privacy.retention", "", counts)
+    if counts["messages"] and not dry_run:
+        searchindex.forget_deleted(session.connection())
     log.info("retention", extra={"action": "privacy_retention", "dry_run": dry_run, **counts})
     return RetentionReport(**counts, dry_run=dry_run)
 

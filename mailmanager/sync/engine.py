@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config as config_mod
-from mailmanager import events, spi
+from mailmanager import events, logs, spi
 from mailmanager.config import identity
 from mailmanager.db import configrows, leases, models, store, tokens
 from mailmanager.db.models import Folder, Mailbox
@@ -158,7 +158,11 @@ class Syncer:
         `takeover`: take the lease whoever holds it, for a scheduler whose own lock already
         guarantees that no other live job syncs this mailbox (procrastinate, `workers`):
         the lease then only fences off a stalled former holder, which stops at its next
-        batch (`LeaseLostError`)."""
+        batch (`LeaseLostError`). Every line logged meanwhile carries `mailbox` and `run`."""
+        with logs.bound(mailbox=mailbox_name):
+            return self._sync(mailbox_name, takeover)
+
+    def _sync(self, mailbox_name: str, takeover: bool) -> SyncReport:
         mb = self.cfg.mailbox(mailbox_name)
         started = time.perf_counter()
         sync_start = models.utcnow()
@@ -176,6 +180,7 @@ class Syncer:
             s.add(run)
             s.flush()
             run_id = run.id
+        logs.bind(run=run_id)
         ctx = _context(self.cfg, mb, mailbox_id)
         try:
             connector = tokens.build_connector(self.cfg, mb, self.factory)

@@ -22,16 +22,30 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailmanager import __version__
 from mailmanager import config as config_mod
 from mailmanager.db import models
-from mailmanager.web import admin, deps, followups, i18n, links, records, review, signin, threads
+from mailmanager.web import (
+    admin,
+    dashboard,
+    deps,
+    followups,
+    i18n,
+    links,
+    oidc,
+    records,
+    review,
+    search,
+    signin,
+    threads,
+)
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
-PAGES = (signin, followups, links, records, threads, review, admin)
+PAGES = (signin, oidc, followups, links, records, threads, review, dashboard, search, admin)
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "font-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
@@ -45,6 +59,53 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+
+
+i18n.add(
+    {
+        "error.413": (
+            "Envoi trop volumineux : envoyez un fichier plus petit (la limite est fixée par "
+            "[web] max_upload_mb).",
+            "Upload too large: send a smaller file (the limit is set by [web] max_upload_mb).",
+        )
+    }
+)
+
+
+class BodyLimit:
+    """Refuse (413) a request whose body exceeds `limit` bytes, before any of it is read
+    when it declares its Content-Length, else as soon as the streamed bytes pass the limit.
+    (Forms are parsed for their CSRF field before anyone is known to be signed in: without
+    this, a stranger could make the server spool any amount to disk.)"""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            log.warning(
+                "request body too large",
+                extra={"action": "web_body_too_large", "path": scope.get("path", "")},
+            )
+            response = _error(Request(scope, receive), 413 if declared.isdigit() else 400)
+            response.headers["Connection"] = "close"
+            await response(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise StarletteHTTPException(413)
+            return message
+
+        await self.app(scope, limited, send)
 
 
 def _environment() -> jinja2.Environment:
@@ -93,6 +154,8 @@ def create_app(
         app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
+    app.add_middleware(BodyLimit, limit=cfg.web.max_upload_mb * 1024 * 1024)
+
     @app.middleware("http")
     async def security_headers(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -130,7 +193,7 @@ def _error(request: Request, status: int, detail: str = "") -> Response:
     t = i18n.translator(lang)
     key = f"error.{status}"
     message = (
-        t(key, detail=detail) if status == 400 else t(key) if status in (401, 403, 404) else ""
+        t(key, detail=detail) if status == 400 else t(key) if status in (401, 403, 404, 413) else ""
     )
     context = {"title": t("error.title"), "message": message or str(status), "followups_link": True}
     return deps.render(request, "message.html", context, status)

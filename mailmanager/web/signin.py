@@ -102,7 +102,8 @@ class Mailer:
                 self._again = False
 
 
-def _cookie(response: Response, request: Request, token: str) -> None:
+def set_session_cookie(response: Response, request: Request, token: str) -> None:
+    """Give the browser its session cookie (also used by `web.oidc`)."""
     cfg = deps.web(request).cfg
     response.set_cookie(
         deps.SESSION_COOKIE,
@@ -117,7 +118,15 @@ def _cookie(response: Response, request: Request, token: str) -> None:
 
 @router.get("/signin", response_class=HTMLResponse)
 def signin_form(request: Request, next: str = "") -> Response:
-    return deps.render(request, "signin.html", {"next": deps.safe_next(next)})
+    return deps.render(request, "signin.html", _form(request, next))
+
+
+def _form(request: Request, next: str, email: str = "") -> dict[str, object]:
+    """The sign-in form's context: `next`, `email`, and a button per `[[oidc]]` provider."""
+    target = deps.safe_next(next)
+    query = "?" + urlencode({"next": target}, safe="/") if target != "/followups" else ""
+    providers = [(f"/signin/oidc/{p.slug}{query}", p.name) for p in deps.web(request).cfg.oidc]
+    return {"next": target, "email": email, "providers": providers}
 
 
 @router.post("/signin", response_class=HTMLResponse)
@@ -128,9 +137,7 @@ def signin_request(
     cfg = state.cfg
     email = email.strip()[:320]
     if "@" not in email:
-        return deps.render(
-            request, "signin.html", {"next": deps.safe_next(next), "email": email}, 400
-        )
+        return deps.render(request, "signin.html", _form(request, next, email), 400)
     try:
         with deps.transaction(request) as s:
             found = signin.request_link(s, cfg, email, deps.client_ip(request), deps.now(request))
@@ -185,7 +192,7 @@ def signin_consume(request: Request, token: str, next: Annotated[str, Form()] = 
             signin.end_session(s, old, deps.now(request))
         cookie, _ = signin.start_session(s, cfg, email, deps.now(request))
     response = deps.redirect(deps.safe_next(next))
-    _cookie(response, request, cookie)
+    set_session_cookie(response, request, cookie)
     return response
 
 

@@ -1,4 +1,8 @@
-"""Run one procrastinate worker until SIGTERM/SIGINT (see the package docstring)."""
+"""Run one procrastinate worker until SIGTERM/SIGINT (see the package docstring).
+
+procrastinate stops a worker whose database connection is lost; `run_worker` then starts
+it again (back-off 1 s doubling to `MAX_RESTART_DELAY`), so a PostgreSQL restart does not
+end the process."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from mailmanager.workers import tasks
 log = logging.getLogger(__name__)
 
 GRACE = 8.0  # seconds the running jobs get to finish after SIGTERM (the whole stop < 10 s)
+MAX_RESTART_DELAY = 15.0  # longest wait between two starts while the database is away
 
 
 def has_schema(engine: Engine) -> bool:
@@ -62,9 +67,11 @@ def run_worker(
     assert isinstance(bind, Engine)
     ensure_schema(app, bind)
     received: list[int] = []
+    first = threading.Event()  # set at the first start (`on_ready` is called once)
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
+    async def serve() -> None:
+        """Run procrastinate's worker(s) until `stop` or until they end on their own (the
+        database went away: procrastinate stops a worker whose listener lost it)."""
         async with app.open_async():
             common: dict[str, Any] = {
                 "install_signal_handlers": False,
@@ -92,33 +99,62 @@ def run_worker(
                     )
                 )
             worker = asyncio.ensure_future(asyncio.gather(*runs))
-            # Sync (and watch) at once, as the embedded daemon does, not at the next tick.
-            with contextlib.suppress(pq_exceptions.AlreadyEnqueued):
-                await app.tasks[tasks.SYNC_TICK].defer_async(timestamp=int(time.time()))
+            try:
+                # Sync (and watch) at once, as the embedded daemon does, not at the next tick.
+                with contextlib.suppress(pq_exceptions.AlreadyEnqueued):
+                    await app.tasks[tasks.SYNC_TICK].defer_async(timestamp=int(time.time()))
+                log.info(
+                    "worker started",
+                    extra={
+                        "action": "worker_start",
+                        "worker": leases.WORKER_ID,
+                        "engine": "procrastinate",
+                    },
+                )
+                if not first.is_set():
+                    first.set()
+                    if on_ready is not None:
+                        on_ready()
+                while not stop.is_set() and not worker.done():
+                    await asyncio.sleep(0.5)
+            finally:
+                worker.cancel()  # procrastinate stops gracefully: running jobs get GRACE s
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await worker
 
-            def on_signal(signum: int) -> None:
-                log.info("stopping", extra={"action": "signal", "signal": signum})
-                received.append(signum)
-                stop.set()
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
 
-            if threading.current_thread() is threading.main_thread():
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.add_signal_handler(sig, on_signal, sig)
-            log.info(
-                "worker started",
-                extra={
-                    "action": "worker_start",
-                    "worker": leases.WORKER_ID,
-                    "engine": "procrastinate",
-                },
+        def on_signal(signum: int) -> None:
+            log.info("stopping", extra={"action": "signal", "signal": signum})
+            received.append(signum)
+            stop.set()
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, on_signal, sig)
+        delay = 1.0
+        while not stop.is_set():
+            started = loop.time()
+            try:
+                await serve()
+            except Exception as exc:  # the database is unreachable (at start or restart)
+                log.warning(
+                    "worker cannot reach the database",
+                    extra={"action": "worker_db_error", "error": f"{type(exc).__name__}: {exc}"},
+                )
+            if stop.is_set():
+                break
+            if loop.time() - started > 60:
+                delay = 1.0  # it ran a while: a new outage starts the back-off again
+            log.warning(
+                "worker ended without being asked (database lost?): starting it again",
+                extra={"action": "worker_restart", "worker": leases.WORKER_ID, "delay": delay},
             )
-            if on_ready is not None:
-                on_ready()
-            while not stop.is_set() and not worker.done():
-                await asyncio.sleep(0.5)
-            worker.cancel()  # procrastinate stops gracefully: running jobs get GRACE s
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+            until = loop.time() + delay
+            while not stop.is_set() and loop.time() < until:
+                await asyncio.sleep(0.2)
+            delay = min(delay * 2, MAX_RESTART_DELAY)
         log.info("worker stopped", extra={"action": "worker_stop", "worker": leases.WORKER_ID})
 
     asyncio.run(main())

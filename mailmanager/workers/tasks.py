@@ -102,6 +102,8 @@ def build_app(
     if n.enabled:
         timers.append(("outbox", lambda: daemon.flush_job(cfg, factory, stop), n.flush_interval))
         timers.append(("digests", lambda: daemon.notify_job(cfg, factory, stop), n.interval))
+        if any(u.weekly_report for u in cfg.users):
+            timers.append(("weekly", lambda: daemon.weekly_job(cfg, factory), 3600))
     if cfg.reminders.enabled:
         timers.append(("reminders", lambda: daemon.evaluate_job(cfg, factory), n.evaluate_interval))
     if any(v is not None for v in dataclasses.astuple(cfg.retention)):

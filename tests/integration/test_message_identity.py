@@ -172,6 +172,27 @@ def test_a_true_copy_in_two_mailboxes_is_one_message_with_two_locations(
     assert "same Message-ID" not in text
 
 
+def test_copies_of_a_future_dated_message_are_one_message_though_each_has_its_own_date(
+    config_path: Path, factory: sessionmaker[Session], accounts: Maildirs
+) -> None:
+    # A Date in the future is not believed: each copy is dated by its own Received header,
+    # one second apart here, as two workers fetching at once saw it (the fault suite, #15).
+    future = REAL.replace(b"Mon, 2 Nov 2026 09:00:00", b"Tue, 2 Nov 2038 09:00:00")
+    for name, second in (("alice", b"03"), ("bob", b"04")):
+        copy = relayed(future, name).replace(b"09:00:03 +0000", b"09:00:" + second + b" +0000")
+        accounts.append(name, copy)
+    sync_all(config_path, factory)
+    rows = stored(factory)
+    assert len(rows) == 1, rows
+    with factory() as s:
+        boxes = s.scalar(
+            sa.select(sa.func.count())
+            .select_from(MessageLocation)
+            .where(MessageLocation.message_id == rows[0][0])
+        )
+    assert boxes == 2
+
+
 def test_a_message_stored_before_the_body_hash_is_compared_by_its_raw_bytes(
     config_path: Path, factory: sessionmaker[Session], accounts: Maildirs
 ) -> None:

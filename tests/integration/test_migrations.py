@@ -10,16 +10,19 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from mailmanager.db import models, store
+from mailmanager.db import models, searchindex, store
 from mailmanager.matching import crmcache
 from tests.cli.helpers import cli
 from tests.conftest import ConfigWriter, new_pg_database
+
+# the search indexes (`db.searchindex`) are not described by the models
+COMPARE = {"compare_type": True, "include_name": searchindex.include_name}
 
 
 def test_migrated_schema_matches_the_models(db_url: str) -> None:
     engine = store.make_engine(db_url)
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(conn, opts=COMPARE)
         diff = compare_metadata(ctx, models.Base.metadata)
     engine.dispose()
     assert diff == []
@@ -34,7 +37,7 @@ def test_a_new_database_created_at_once_equals_a_migrated_one(tmp_path: Path) ->
     engine = store.make_engine(f"sqlite:///{tmp_path / 'new.db'}")
     store.create_schema(engine)
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(conn, opts=COMPARE)
         assert compare_metadata(ctx, models.Base.metadata) == []
     assert store.current_revision(engine) == store.HEAD
     store.check_schema(engine)
@@ -53,7 +56,7 @@ def test_a_new_postgresql_database_created_at_once_has_the_crm_triggers(empty_pg
     try:
         store.create_schema(engine)
         with engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            ctx = MigrationContext.configure(conn, opts=COMPARE)
             assert compare_metadata(ctx, models.Base.metadata) == []
         store.check_schema(engine)
         factory = store.session_factory(engine)

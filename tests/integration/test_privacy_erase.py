@@ -18,6 +18,7 @@ from mailmanager.sync import engine as sync
 from mailmanager.sync import privacy as kept
 from mailmanager.testing.dovecot import PASSWORD, DovecotServer
 from tests.conftest import ConfigWriter
+from tests.integration import privacy_support
 from tests.integration.privacy_support import text_dump
 from tests.mailgen import make
 
@@ -46,20 +47,7 @@ def _setup(
     tmp_path: Path, db_url: str, factory: sessionmaker[Session], write_config: ConfigWriter
 ) -> config.Config:
     _mail(tmp_path / "mail")
-    cfg = config.load(
-        write_config(
-            db_url,
-            f"""
-            [[mailboxes]]
-            name = "alice"
-            connector = "maildir"
-            path = "{tmp_path / "mail"}"
-            owner = "alice@example.com"
-            [sync]
-            parse_workers = 0
-            """,
-        )
-    )
+    cfg = privacy_support.alice_maildir(tmp_path, db_url, write_config)
     with store.session_scope(factory) as s:
         acme = models.Company(name="Acme")
         s.add(acme)

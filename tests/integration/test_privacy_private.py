@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailmanager import config
 from mailmanager.db import models, store
 from mailmanager.services import access, privacy
 from mailmanager.sync import engine as sync
 from tests.conftest import ConfigWriter
+from tests.integration import privacy_support
 from tests.mailgen import make
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -31,20 +31,7 @@ def test_a_merge_keeps_a_thread_private(
     (inbox / "b.eml").write_bytes(
         make("paul@acme.fr", "alice@example.com", "Deux", msgid="b@acme.fr", at=T0)
     )
-    cfg = config.load(
-        write_config(
-            db_url,
-            f"""
-            [[mailboxes]]
-            name = "alice"
-            connector = "maildir"
-            path = "{tmp_path / "mail"}"
-            owner = "alice@example.com"
-            [sync]
-            parse_workers = 0
-            """,
-        )
-    )
+    cfg = privacy_support.alice_maildir(tmp_path, db_url, write_config)
     assert sync.Syncer(cfg, factory).sync("alice").status == "ok"
     with factory() as s:
         rows = s.execute(sa.select(models.Message.key, models.Message.thread_id)).all()

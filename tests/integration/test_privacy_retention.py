@@ -17,6 +17,7 @@ from mailmanager.db import models, store
 from mailmanager.services import privacy
 from mailmanager.sync import engine as sync
 from tests.conftest import ConfigWriter
+from tests.integration import privacy_support
 from tests.mailgen import make
 
 NOW = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
@@ -39,23 +40,11 @@ def test_retention_at_a_fixed_instant(
     (inbox / "new.eml").write_bytes(
         make("paul@acme.fr", "alice@example.com", "Récent", msgid="new@acme.fr", at=RECENT)
     )
-    cfg = config.load(
-        write_config(
-            db_url,
-            f"""
-            [[mailboxes]]
-            name = "alice"
-            connector = "maildir"
-            path = "{tmp_path / "mail"}"
-            owner = "alice@example.com"
-            [sync]
-            parse_workers = 0
-            [retention]
-            messages_days = 365
-            quarantine_days = 30
-            audit_days = 90
-            """,
-        )
+    cfg = privacy_support.alice_maildir(
+        tmp_path,
+        db_url,
+        write_config,
+        "[retention]\nmessages_days = 365\nquarantine_days = 30\naudit_days = 90\n",
     )
     assert sync.Syncer(cfg, factory).sync("alice").status == "ok"
     with store.session_scope(factory) as s:

@@ -49,9 +49,12 @@ ACTION_LINK = re.compile(r"https?://[^\s\"'<>]+/a/[A-Za-z0-9_.-]+")
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
-def config_text(db: Path | str, smtp_port: int, web_port: int, secret: Path, web_extra: str) -> str:
+def config_text(
+    db: Path | str, smtp_port: int, web_port: int, secret: Path, web_extra: str, extra: str = ""
+) -> str:
     """The test configuration over `db` (a SQLite file, or a database URL); `web_extra`
-    holds `[web]` lines ("key = value") that replace the defaults below or add to them."""
+    holds `[web]` lines ("key = value") that replace the defaults below or add to them;
+    `extra` is TOML appended after `[web]` (other sections, e.g. `[[oidc]]`)."""
     url = db if isinstance(db, str) else f"sqlite:///{db}"
     web = {
         "base_url": f'"http://127.0.0.1:{web_port}"',
@@ -112,6 +115,7 @@ def config_text(db: Path | str, smtp_port: int, web_port: int, secret: Path, web
         """
         )
         + web_lines
+        + textwrap.dedent(extra)
     )
 
 
@@ -393,13 +397,16 @@ def start_pg_server(root: Path, db_url: str, sink: Sink) -> WebServer:
     return WebServer(root, path, f"http://127.0.0.1:{port}", sink, template).start()
 
 
-def start_server(root: Path, template: Template, sink: Sink, web_extra: str = "") -> WebServer:
-    """A server over a copy of the template database (its own secret file and port)."""
+def start_server(
+    root: Path, template: Template, sink: Sink, web_extra: str = "", extra: str = ""
+) -> WebServer:
+    """A server over a copy of the template database (its own secret file and port);
+    `web_extra` and `extra` as `config_text` takes them."""
     root.mkdir(parents=True, exist_ok=True)
     db = root / "web.db"
     shutil.copy(template.db, db)
     port = free_port()
     path = root / "web.toml"
-    path.write_text(config_text(db, sink.port, port, root / "web.key", web_extra))
+    path.write_text(config_text(db, sink.port, port, root / "web.key", web_extra, extra))
     server = WebServer(root, path, f"http://127.0.0.1:{port}", sink, template)
     return server.start()

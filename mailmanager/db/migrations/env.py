@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from mailmanager.db import models
+from mailmanager.db import models, searchindex
 
 config = context.config
 target_metadata = models.Base.metadata
@@ -24,6 +24,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_name=searchindex.include_name,
         )
         context.run_migrations()
 
