@@ -16,17 +16,14 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from datetime import date
 from pathlib import Path
 
-import sqlalchemy as sa
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import match
+import sqlalchemy as sa
 
 from mailmanager.db import models, store
 from mailmanager.services import access

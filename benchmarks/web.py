@@ -50,11 +50,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import match as match_bench
 import reminders as reminders_bench
+import sqlalchemy as sa
 
 from mailmanager import config
 from mailmanager.db import models, store

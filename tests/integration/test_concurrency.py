@@ -418,3 +418,40 @@ def test_status_lists_the_syncs_under_way_and_the_lease_holders(
     assert [(r["mailbox"], r["worker"]) for r in seen["running"]] == [("box", "h:1")]
     if db_url.startswith("sqlite"):
         assert seen["workers"] is None and seen["jobs"] is None
+
+
+def test_two_jobs_creating_the_config_rows_at_once_both_succeed(
+    pg_database: str, tmp_path: Path, write_config: ConfigWriter
+) -> None:
+    # A worker's sync job and its IDLE watcher (or two workers) start together on a new
+    # database: the second used to fail on uq_users_email once the first committed.
+    from mailmanager.db import configrows
+    from tests.conftest import _truncate_pg
+
+    _truncate_pg(pg_database)
+    cfg = config.load(write_config(pg_database, mailbox_toml("a", tmp_path / "a")))
+    factory = pg_sessions(pg_database)
+    first = factory()
+    configrows.ensure_config_rows(first, cfg)
+    first.flush()  # its rows are written, not committed: the second insert must wait
+    failures: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with store.session_scope(factory) as s:
+                configrows.ensure_config_rows(s, cfg)
+        except BaseException as exc:
+            failures.append(exc)
+
+    other = threading.Thread(target=second)
+    other.start()
+    other.join(1.0)
+    assert other.is_alive()  # waiting on the first transaction's rows
+    first.commit()
+    first.close()
+    other.join(30)
+    assert not other.is_alive() and failures == []
+    with factory() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(models.Mailbox)) == 1
+        assert s.scalar(sa.select(sa.func.count()).select_from(models.User)) == len(cfg.users)
+    factory.kw["bind"].dispose()
