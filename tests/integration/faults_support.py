@@ -192,3 +192,26 @@ def check_invariants(cluster: Cluster, users: list[str], expected: dict[str, set
             ).where(models.Message.message_id.in_([m for m, _ in copies]))
         ).all()
     assert copies == [], rows
+
+
+def imap_mailboxes(imap_port: int, users: list[str]) -> str:
+    """TOML: one IMAP mailbox on the test Dovecot per user, and its owner as a user."""
+    return "".join(
+        f"""
+        [[mailboxes]]
+        name = "{user}"
+        connector = "imap"
+        host = "127.0.0.1"
+        port = {imap_port}
+        security = "none"
+        username = "{user}"
+        password_env = "MM_IMAP_PASSWORD"
+        owner = "{user}@example.com"
+        folders = ["INBOX"]
+        idle = false
+        [[users]]
+        email = "{user}@example.com"
+        name = "{user}"
+        """
+        for user in users
+    )

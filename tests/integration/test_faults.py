@@ -42,6 +42,7 @@ from mailmanager.db import models, store
 from mailmanager.notify import outbox
 from mailmanager.testing.dovecot import DovecotServer, dovecot_binary
 from tests.conftest import ConfigWriter, new_pg_database
+from tests.integration import faults_support
 from tests.integration.conftest import IN_CI
 from tests.integration.faults_support import (
     Cluster,
@@ -99,25 +100,7 @@ def test_three_workers_survive_kills_outages_and_sigterm(
     users = [f"box{i:02d}" for i in range(BOXES)]
     received: list[Any] = []
     smtp_port = free_port()
-    mailboxes = "".join(
-        f"""
-        [[mailboxes]]
-        name = "{user}"
-        connector = "imap"
-        host = "127.0.0.1"
-        port = {server.imap_port}
-        security = "none"
-        username = "{user}"
-        password_env = "MM_IMAP_PASSWORD"
-        owner = "{user}@example.com"
-        folders = ["INBOX"]
-        idle = false
-        [[users]]
-        email = "{user}@example.com"
-        name = "{user}"
-        """
-        for user in users
-    )
+    mailboxes = faults_support.imap_mailboxes(server.imap_port, users)
     extra = f"""
         [sync]
         interval = 10
@@ -288,25 +271,7 @@ def test_workers_started_at_once_survive_a_postgresql_restart(
             pytest.fail(f"CI is set but {reason}")
         pytest.skip(reason)
     users = [f"pg{i}" for i in range(4)]
-    mailboxes = "".join(
-        f"""
-        [[mailboxes]]
-        name = "{user}"
-        connector = "imap"
-        host = "127.0.0.1"
-        port = {server.imap_port}
-        security = "none"
-        username = "{user}"
-        password_env = "MM_IMAP_PASSWORD"
-        owner = "{user}@example.com"
-        folders = ["INBOX"]
-        idle = false
-        [[users]]
-        email = "{user}@example.com"
-        name = "{user}"
-        """
-        for user in users
-    )
+    mailboxes = faults_support.imap_mailboxes(server.imap_port, users)
     extra = "[sync]\ninterval = 10\n[reminders]\nenabled = false\n"
     with private_postgres(binaries) as pg:
         cluster = Cluster(write_config(pg.url, mailboxes, extra), tmp_path, server, pg.url)
