@@ -6,6 +6,7 @@ and confirmation; `privacy retention` under a fixed clock (faketime)."""
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager.db import models, store
+from tests import faketime
 from tests.cli.helpers import cli, cli_json
 from tests.conftest import ConfigWriter
 from tests.mailgen import make
@@ -159,14 +161,14 @@ def test_retention_command_under_a_fixed_clock(
     cfg = _setup(tmp_path, db_url, factory, write_config, "[retention]\nmessages_days = 30\n")
     # At 09:30 on 1 April the cutoff is 09:30 on 2 March: Jane's message (09:00) is older,
     # Paul's (10:00) is not.
-    clock = ["faketime", "2026-04-01 09:30:00"]
-    cmd = [*clock, sys.executable, "-m", "mailmanager", "--config", str(cfg)]
-    dry = subprocess.run([*cmd, "privacy", "retention", "--dry-run"],
+    clock = faketime.environ("2026-04-01 09:30:00", {**os.environ, "TZ": "UTC"})
+    cmd = [sys.executable, "-m", "mailmanager", "--config", str(cfg)]
+    dry = subprocess.run([*cmd, "privacy", "retention", "--dry-run"], env=clock,
                          capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
     assert "messages older than 30 days: 1 would be deleted" in dry.stdout
     assert "quarantined items: kept ([retention] quarantine_days is not set)" in dry.stdout
     assert len(cli_json("threads", "list", config=cfg)) == 2
-    done = subprocess.run([*cmd, "privacy", "retention"],
+    done = subprocess.run([*cmd, "privacy", "retention"], env=clock,
                           capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
     assert "messages older than 30 days: 1 deleted" in done.stdout
     assert [t["subject"] for t in cli_json("threads", "list", config=cfg)] == ["Sujet Paul"]

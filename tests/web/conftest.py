@@ -14,14 +14,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import IN_CI, new_pg_database
+from tests import faketime
+from tests.conftest import new_pg_database
 from tests.integration.notify_support import Sink
 from tests.web.support import (
     Template,
@@ -41,10 +41,7 @@ def web_sink() -> Iterator[Sink]:
 
 @pytest.fixture(scope="session")
 def web_template(tmp_path_factory: pytest.TempPathFactory) -> Template:
-    if shutil.which("faketime") is None:
-        if IN_CI:
-            pytest.fail("faketime is required in CI (apt-get install faketime)")
-        pytest.skip("faketime is not installed")
+    faketime.require()
     return build_template(tmp_path_factory.mktemp("web-template"))
 
 
@@ -60,10 +57,7 @@ def web_server(
 @pytest.fixture(scope="module")
 def web_server_pg(tmp_path_factory: pytest.TempPathFactory, web_sink: Sink) -> Iterator[WebServer]:
     """Like `web_server`, over PostgreSQL (skipped when absent, failed in CI)."""
-    if shutil.which("faketime") is None:
-        if IN_CI:
-            pytest.fail("faketime is required in CI (apt-get install faketime)")
-        pytest.skip("faketime is not installed")
+    faketime.require()
     with new_pg_database("mm_web") as url:
         server = start_pg_server(tmp_path_factory.mktemp("web-pg"), url, web_sink)
         yield server

@@ -3,8 +3,9 @@ of the sample mailbox, with a real SMTP sink (aiosmtpd) receiving its emails.
 
 Time: the sample mailbox's mail is dated November 2026, and which reminders exist depends on
 "now". Every `mailmanager` process here (the sync, digests, the web server) runs under
-`faketime` starting at `NOW`, so the reminders, their ages, sign-in expiry and digest links
-are the same whatever day the tests run. (The server's clock then advances normally.)
+libfaketime (`tests/faketime.py`) starting at `NOW`, so the reminders, their ages, sign-in
+expiry and digest links are the same whatever day the tests run. (The server's clock then
+advances normally.)
 
 Users of the test configuration:
 - alice@example.com (fr), salesperson, owns the sample mailbox; her manager is carol;
@@ -38,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailmanager import config
 from mailmanager.db import configrows, models, store
 from mailmanager.notify import actionlinks
+from tests import faketime
 from tests.integration.notify_support import REPO, Sink, free_port
 
 SAMPLE = REPO / "examples" / "sample-mailbox"
@@ -122,13 +124,11 @@ def config_text(
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "MAILMANAGER_CONFIG"}
     env.update(TZ="UTC", FAKETIME_DONT_FAKE_MONOTONIC="1", PYTHONUNBUFFERED="1")
-    return env
+    return faketime.environ(FAKETIME, env)
 
 
 def _command(config_path: Path, *args: str) -> list[str]:
     return [
-        "faketime",
-        FAKETIME,
         sys.executable,
         "-m",
         "mailmanager",
@@ -320,7 +320,7 @@ class WebServer:
             stderr=subprocess.STDOUT,
             text=True,
             env=_env(),
-            start_new_session=True,  # faketime runs the server as its child: stop both
+            start_new_session=True,  # its group is stopped: the server and any child
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -362,7 +362,7 @@ class WebServer:
                 self.proc.wait()
             port = int(self.url.rsplit(":", 1)[1])
             deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:  # the child of faketime may outlive it
+            while time.monotonic() < deadline:  # a child of the server may outlive it
                 with socket.socket() as probe:
                     if probe.connect_ex(("127.0.0.1", port)) != 0:
                         break
