@@ -19,7 +19,8 @@ import pytest
 from tests import faketime
 
 SHM = Path("/dev/shm")
-PRINT_NOW = "import datetime; print(datetime.datetime.now().isoformat())"
+# The child runs under libfaketime: the clock it prints is the one given to it.
+PRINT_NOW = "import datetime; print(datetime.datetime.now().isoformat())"  # wall clock: faked
 
 
 @pytest.fixture
