@@ -4,12 +4,17 @@ sharing M maildir mailboxes on a fresh database.
 Reports: the time from the start (every mailbox new: a burst) until every mailbox is synced;
 syncs per mailbox per interval in the steady state (target 1.00); overlapping syncs of one
 mailbox (target 0); database transactions per worker per minute in the steady state (every
-mailbox synced once per interval, nothing new: close to idle); the takeover time
-after a `kill -9` of a worker (until each mailbox it was syncing is synced by another); each
-worker's peak RSS.
+mailbox synced once per interval, nothing new); the takeover time after a `kill -9` of a
+worker (until each mailbox it was syncing is synced by another); each worker's peak RSS.
+
+With `--idle SECONDS`, the idle cost instead: the reminder pass, digests and outbox on at
+their default intervals, the sync tick a day away; after the first syncs, the transactions
+per worker per minute (pg_stat_database's xact_commit) over SECONDS, and the statements per
+worker per minute when the server has pg_stat_statements preloaded.
 
     python benchmarks/workers.py                                  # 1,000 mailboxes, 3 workers
     python benchmarks/workers.py --mailboxes 200 --workers 1 --interval 30 --intervals 2
+    python benchmarks/workers.py --workers 10 --idle 180
 
 PostgreSQL: MAILMANAGER_TEST_PG (default postgresql+psycopg://postgres@127.0.0.1:5432/test) is
 the admin URL; a database is created for the run and dropped at its end.
@@ -37,6 +42,9 @@ import sqlalchemy as sa
 
 ADMIN = os.environ.get("MAILMANAGER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parent.parent
+IDLE_INTERVAL = 86400  # the sync tick of an idle measurement: at midnight only
+IDLE_SETTLE = 15  # seconds after the first syncs before an idle window (idle backends flush
+# their statistics every 10 s, PostgreSQL's PGSTAT_IDLE_INTERVAL)
 WORKER = """
     import sys
     from mailmanager import config
@@ -64,17 +72,21 @@ def seed(root: Path, mailboxes: int, per_box: int) -> list[str]:
     return names
 
 
-def write_config(path: Path, url: str, root: Path, names: list[str], interval: int) -> None:
+def write_config(
+    path: Path, url: str, root: Path, names: list[str], interval: int, timers: bool = False
+) -> None:
+    """Maildir mailboxes synced every `interval` s; with `timers`, the reminder pass, the
+    digests and the outbox run at their default intervals (else they are disabled)."""
     boxes = "".join(
         f'[[mailboxes]]\nname = "{n}"\nconnector = "maildir"\npath = "{root / n}"\n'
         'owner = "alice@example.com"\n'
         for n in names
     )
+    off = "" if timers else "[reminders]\nenabled = false\n[notifications]\nenabled = false\n"
     path.write_text(
         f'[database]\nurl = "{url}"\n[organization]\ndomains = ["example.com"]\n'
         '[[users]]\nemail = "alice@example.com"\nname = "Alice"\n'
-        f"[sync]\ninterval = {interval}\n[reminders]\nenabled = false\n"
-        "[notifications]\nenabled = false\n" + boxes
+        f"[sync]\ninterval = {interval}\n" + off + boxes
     )
 
 
@@ -117,6 +129,53 @@ def commits(engine: sa.Engine, name: str) -> int:
         )
 
 
+def statements_on(engine: sa.Engine) -> bool:
+    """True when the server counts statements (pg_stat_statements preloaded)."""
+    with engine.connect() as conn:
+        try:
+            conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.exec_driver_sql("SELECT pg_stat_statements_reset()")
+            conn.commit()
+        except sa.exc.DBAPIError:
+            return False
+    return True
+
+
+def statements(engine: sa.Engine, dbname: str) -> list[tuple[str, int]]:
+    """The statements run on `dbname` since the last reset, most called first."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT s.query, s.calls FROM pg_stat_statements s "
+                "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = :d "
+                "AND s.query NOT LIKE '%pg_stat%' ORDER BY s.calls DESC"
+            ),
+            {"d": dbname},
+        ).all()
+    return [(" ".join(str(q).split())[:100], int(c)) for q, c in rows]
+
+
+def measure_idle(engine: sa.Engine, dbname: str, workers: int, seconds: int) -> dict[str, Any]:
+    """Transactions (and statements, where counted) per worker per minute while nothing is
+    due: every mailbox synced, the next sync tick a day away, the outbox empty; only the
+    workers' own upkeep (heartbeats, polling, periodic ticks) and the timers' passes run."""
+    time.sleep(IDLE_SETTLE)  # the burst's last jobs end, their statistics are flushed
+    counted = statements_on(engine)
+    c0, t0 = commits(engine, dbname), time.monotonic()
+    time.sleep(seconds)
+    c1, t1 = commits(engine, dbname), time.monotonic()
+    per_min = workers * (t1 - t0) / 60
+    out: dict[str, Any] = {
+        "idle_s": seconds,
+        "db_transactions_per_worker_per_min_idle": round((c1 - c0) / per_min, 1),
+    }
+    if counted:  # psycopg's pool checks a connection before lending it: a transaction too
+        run = statements(engine, dbname)
+        out["statements_per_worker_per_min_idle"] = round(sum(c for _, c in run) / per_min, 1)
+        out["top_statements_per_worker_per_min"] = [[q, round(c / per_min, 1)] for q, c in run[:12]]
+    return out
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -140,6 +199,13 @@ def main() -> None:
     ap.add_argument("--per-box", type=int, default=3)
     ap.add_argument("--interval", type=int, default=60)
     ap.add_argument("--intervals", type=int, default=2, help="steady-state intervals measured")
+    ap.add_argument(
+        "--idle",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="measure the idle cost instead: after the first syncs, nothing due for SECONDS",
+    )
     args = ap.parse_args()
     admin = sa.create_engine(ADMIN, isolation_level="AUTOCOMMIT")
     dbname = f"mm_bench_workers_{uuid.uuid4().hex[:8]}"
@@ -153,7 +219,8 @@ def main() -> None:
             root = Path(tmp)
             names = seed(root / "boxes", args.mailboxes, args.per_box)
             cfg = root / "mm.toml"
-            write_config(cfg, url, root / "boxes", names, args.interval)
+            interval = IDLE_INTERVAL if args.idle else args.interval
+            write_config(cfg, url, root / "boxes", names, interval, timers=bool(args.idle))
             argv = [sys.executable, "-c", textwrap.dedent(WORKER), str(cfg)]
             log = (root / "workers.log").open("wb")
             procs = [subprocess.Popen(argv, cwd=REPO, stderr=log) for _ in range(args.workers)]
@@ -161,6 +228,11 @@ def main() -> None:
                 lambda: len({r[0] for r in runs(engine) if r[1] == "ok"}) >= args.mailboxes,
                 60 * 20,
             )
+            if args.idle:
+                idle = measure_idle(engine, dbname, args.workers, args.idle)
+                report = {"mailboxes": args.mailboxes, "workers": args.workers, **idle}
+                print(json.dumps(report, indent=2))
+                return
             # Steady state: from just before the next tick, count the syncs started per
             # interval (ticks fall on multiples of the interval, see `tasks.cron_every`).
             time.sleep(args.interval - time.time() % args.interval - 2 + args.interval)

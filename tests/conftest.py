@@ -27,6 +27,16 @@ PG_ADMIN_URL = os.environ.get(
     "MAILMANAGER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 IN_CI = bool(os.environ.get("CI"))
+# `.ci/run` runs the date-sensitive modules again at five frozen instants, with libfaketime
+# preloaded into the test process itself (FAKETIME set); the main run has no FAKETIME.
+UNDER_FAKETIME = "FAKETIME" in os.environ
+
+
+def examples(full: int) -> int:
+    """How many examples a property test draws: `full` in the main run; a tenth (at least
+    20) in the faketime sweep, where it runs five more times under clocks that cannot change
+    what it compares (its inputs are generated, not read from the clock)."""
+    return max(full // 10, 20) if UNDER_FAKETIME else full
 
 
 @pytest.fixture(scope="session")
@@ -113,32 +123,38 @@ def factory(db_url: str) -> Iterator[sessionmaker[Session]]:
 ConfigWriter = Callable[..., Path]
 
 
+def config_text(db_url: str, mailboxes: str, extra: str = "") -> str:
+    """The text of the test configuration (users alice and bob) over `db_url`, with the
+    `mailboxes` TOML and `extra` appended (both dedented)."""
+    text = textwrap.dedent(
+        f"""
+        [database]
+        url = "{db_url}"
+        [organization]
+        domains = ["example.com"]
+        [[users]]
+        email = "alice@example.com"
+        name = "Alice Martin"
+        locale = "fr"
+        timezone = "Europe/Paris"
+        [[users]]
+        email = "bob@example.com"
+        name = "Bob Smith"
+        locale = "en"
+        timezone = "Europe/London"
+        holiday_country = "GB"
+        """
+    )
+    return text + textwrap.dedent(mailboxes) + textwrap.dedent(extra)
+
+
 @pytest.fixture
 def write_config(tmp_path: Path) -> ConfigWriter:
     """Write a config file: `write_config(db_url, mailboxes_toml, extra="")` → its path."""
 
     def write(db_url: str, mailboxes: str, extra: str = "", name: str = "mm.toml") -> Path:
-        text = textwrap.dedent(
-            f"""
-            [database]
-            url = "{db_url}"
-            [organization]
-            domains = ["example.com"]
-            [[users]]
-            email = "alice@example.com"
-            name = "Alice Martin"
-            locale = "fr"
-            timezone = "Europe/Paris"
-            [[users]]
-            email = "bob@example.com"
-            name = "Bob Smith"
-            locale = "en"
-            timezone = "Europe/London"
-            holiday_country = "GB"
-            """
-        )
         path = tmp_path / name
-        path.write_text(text + textwrap.dedent(mailboxes) + textwrap.dedent(extra))
+        path.write_text(config_text(db_url, mailboxes, extra))
         return path
 
     return write

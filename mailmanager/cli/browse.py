@@ -22,15 +22,15 @@ from mailmanager.services import privacy as privacy_svc
 @click.pass_obj
 def status(state: State, as_json: bool) -> None:
     """Show each mailbox's last sync and error, database counts, reminders and the outbox."""
-    from mailmanager.workers import tasks as worker_tasks  # STALLED_AFTER
-
     with database(state) as factory, store.session_scope(factory) as s:
         data: dict[str, Any] = {
             "mailboxes": _with_config(state, queries.mailbox_status(s)),
             "totals": queries.totals(s),
             "reminders": queries.reminder_counts(s),
             "outbox": queries.outbox_backlog(s),
-            "cluster": cluster.cluster_status(s, models.utcnow(), worker_tasks.STALLED_AFTER),
+            "cluster": cluster.cluster_status(
+                s, models.utcnow(), state.config().workers.stalled_seconds
+            ),
         }
     if as_json:
         emit_json(data)
@@ -73,9 +73,16 @@ def _echo_cluster(c: dict[str, Any]) -> None:
     if c["workers"] is None:
         return
     for w in c["workers"]:
+        where = (
+            f"host {w['host']}, pid {w['pid']}, started {w['started_at']}, "
+            f"queues {','.join(w['queues'])}"
+            if w["host"] is not None
+            else "host unknown"  # not started by `mailmanager run`
+        )
         click.echo(
-            f"worker {w['id']}: {'alive' if w['alive'] else 'silent'}, last heartbeat "
-            f"{w['last_heartbeat']}; running: {', '.join(w['running']) or 'nothing'}"
+            f"worker {w['id']} {safe(w['name'] or '')} ({safe(where)}): {w['state']}, last "
+            f"heartbeat {w['last_heartbeat'] or '-'}; "
+            f"running: {safe(', '.join(w['running'])) or 'nothing'}"
         )
     j = c["jobs"]
     click.echo(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -29,7 +32,7 @@ def web_cmd(state: State, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from mailmanager.notify import actionlinks
-    from mailmanager.web.app import create_app
+    from mailmanager.web.app import WORKER_ADDRESS, WORKER_CONFIG, create_app
 
     cfg = state.config()
     web = cfg.web
@@ -39,10 +42,24 @@ def web_cmd(state: State, host: str | None, port: int | None) -> None:
         actionlinks.load_key(web.secret_file)
     except actionlinks.SecretFileError as exc:
         fail(f"{exc} ([web] secret_file in {state.config_file})", EXIT_CONFIG)
+    # No access log: sign-in and action links carry their token in the path.
+    options: dict[str, Any] = {"log_level": "warning", "access_log": False}
     with database(state, create=True) as factory:
-        app = create_app(cfg, factory, notice=_say)
         _say(f"mailmanager web: open {web.url}/ in your browser (Ctrl-C to stop)")
         if web.print_sign_in_links:
             _say("Sign-in links will be printed here as they are requested.")
-        # No access log: sign-in and action links carry their token in the path.
-        uvicorn.run(app, host=web.host, port=web.port, log_level="warning", access_log=False)
+        if web.workers == 1:
+            app = create_app(cfg, factory, notice=_say)
+            uvicorn.run(app, host=web.host, port=web.port, **options)
+            return
+    # Several processes: each makes its app (`web.app.for_worker`) from the same file.
+    os.environ[WORKER_CONFIG] = str(Path(state.config_file).resolve())
+    os.environ[WORKER_ADDRESS] = f"{web.host}:{web.port}"
+    uvicorn.run(
+        "mailmanager.web.app:for_worker",
+        factory=True,
+        workers=web.workers,
+        host=web.host,
+        port=web.port,
+        **options,
+    )

@@ -57,6 +57,9 @@ class WebConfig:
     # Requests with a larger body are refused (413) before it is read: a form is parsed
     # (CSRF check) before anyone is known, so this bounds what a stranger can make us spool.
     max_upload_mb: int = field(default=20, metadata=spec(schema.at_least(1)))
+    # Server processes (uvicorn workers): one Python process uses one core at most. With
+    # more than one, a "sync now" run's progress shows in the process that started it.
+    workers: int = field(default=1, metadata=spec(schema.at_least(1)))
 
     @property
     def url(self) -> str:

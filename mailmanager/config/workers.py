@@ -20,10 +20,19 @@ ENGINES = ("auto", "embedded", "procrastinate")
 @dataclass(frozen=True)
 class WorkersConfig:
     """`[workers]`: the scheduler (`engine`) and, for procrastinate, the jobs each worker
-    runs at once (`concurrency`)."""
+    runs at once (`concurrency`), the seconds between its heartbeats (`heartbeat`) and the
+    silence after which it is taken for dead and its jobs are retried (`stalled_after`)."""
 
     engine: str = field(default="auto", metadata=spec(schema.one_of(*ENGINES)))
     concurrency: int = field(default=4, metadata=spec(schema.at_least(1)))
+    heartbeat: int = field(default=5, metadata=spec(schema.at_least(1)))
+    stalled_after: int = field(default=20, metadata=spec(schema.at_least(3)))
+
+    @property
+    def stalled_seconds(self) -> int:
+        """`stalled_after`, at least three heartbeats: a live worker is never taken for dead
+        for one late beat."""
+        return max(self.stalled_after, 3 * self.heartbeat)
 
 
 def engine_for(workers: WorkersConfig, database_url: str) -> str:

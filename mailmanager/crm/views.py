@@ -8,7 +8,7 @@ match key when that is empty (contacts created by the matcher).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -99,24 +99,31 @@ def _emails(session: Session, contact_ids: Sequence[int]) -> dict[int, list[str]
     return _grouped(session, ce.contact_id, shown, contact_ids, ce.id)
 
 
-def _containing(session: Session, stmt: Any, text: str) -> set[int]:
-    """Ids of the rows of `stmt` (id, text columns...) of which a column contains `text`.
-
-    Compared in Python: SQLite's lower() and LIKE fold ASCII letters only ("Çelik").
-    """
-    needle = models.name_key(text)
-    return {
-        row[0]
-        for row in session.execute(stmt)
-        if any(value and needle in models.name_key(value) for value in row[1:])
-    }
+def _like(text: str, fold: Callable[[str], str] = models.name_key) -> str:
+    """A LIKE pattern (escape "\\") for the values containing `text` folded by `fold`."""
+    needle = fold(text)
+    return "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _like(text: str) -> str:
-    return (
-        "%"
-        + models.name_key(text).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        + "%"
+def _containing(session: Session, text: str, *columns: Any) -> Any:
+    """Whether one of `columns` contains `text` case-folded (as `models.name_key` folds
+    it), as a WHERE clause: the database filters, and a search reads only the rows it
+    shows. PostgreSQL's lower() folds every letter; SQLite's LIKE folds ASCII letters only,
+    so for a search with other letters ("Çelik") SQLite folds each value with `name_key`
+    (a Python function of `store`'s connections: slower, so only then)."""
+    if session.get_bind().dialect.name != "sqlite":
+        like = _like(text, lambda x: " ".join(x.split()).lower())
+        return sa.or_(*(sa.func.lower(c).like(like, escape="\\") for c in columns))
+    like = _like(text)
+    if text.isascii():
+        return sa.or_(*(c.like(like, escape="\\") for c in columns))
+    # LIKE first, with any character in place of the others, keeps most rows from Python.
+    rough = "".join(ch if ch.isascii() else "_" for ch in like)
+    return sa.or_(
+        *(
+            sa.and_(c.like(rough, escape="\\"), sa.func.name_key(c).like(like, escape="\\"))
+            for c in columns
+        )
     )
 
 
@@ -180,15 +187,17 @@ def contacts(
         stmt = stmt.where(Contact.company_id == company_id)
     if owner_id is not None:
         stmt = stmt.where(Contact.owner_id == owner_id)
-    if not search:
-        return contact_views(session, list(session.scalars(stmt.limit(limit))))
-    ce = ContactEmail
-    wanted = _containing(
-        session, sa.select(Contact.id, Contact.first_name, Contact.last_name), search
-    )
-    wanted |= _containing(session, sa.select(ce.contact_id, ce.email, ce.display), search)
-    rows = [c for c in session.scalars(stmt) if c.id in wanted]
-    return contact_views(session, rows[:limit])
+    if search:
+        ce = ContactEmail
+        full_name = Contact.first_name + " " + Contact.last_name
+        by_address = sa.select(ce.contact_id).where(
+            _containing(session, search, ce.email, ce.display)
+        )
+        stmt = stmt.where(
+            _containing(session, search, Contact.first_name, Contact.last_name, full_name)
+            | Contact.id.in_(by_address)
+        )
+    return contact_views(session, list(session.scalars(stmt.limit(limit))))
 
 
 def contact_views(session: Session, rows: Sequence[Contact]) -> list[ContactView]:
@@ -230,11 +239,9 @@ def opportunities(
         stmt = stmt.where(opp.company_id == company_id)
     if owner_id is not None:
         stmt = stmt.where(opp.owner_id == owner_id)
-    if not search:
-        return opportunity_views(session, list(session.scalars(stmt.limit(limit))))
-    wanted = _containing(session, sa.select(opp.id, opp.reference, opp.title), search)
-    rows = [o for o in session.scalars(stmt) if o.id in wanted]
-    return opportunity_views(session, rows[:limit])
+    if search:
+        stmt = stmt.where(_containing(session, search, opp.reference, opp.title))
+    return opportunity_views(session, list(session.scalars(stmt.limit(limit))))
 
 
 def contact_opportunities(session: Session, contact_id: int) -> list[OpportunityView]:

@@ -280,6 +280,15 @@ class Message(Base):
             sqlite_where=sa_text("list_id IS NOT NULL"),
             postgresql_where=sa_text("list_id IS NOT NULL"),
         ),
+        # The suggestions' writer reads every bounce on each batch (schema 0021): bounces
+        # are few, so a partial index finds them without reading the messages table. Each
+        # dialect's predicate is written as its queries spell `Message.is_bounce`.
+        Index(
+            "ix_messages_bounces",
+            "id",
+            sqlite_where=sa_text("is_bounce = 1"),
+            postgresql_where=sa_text("is_bounce"),
+        ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(1000), unique=True)
@@ -452,6 +461,8 @@ class Reminder(Base):
         UniqueConstraint("thread_id", "kind", "cycle"),
         UniqueConstraint("target", "kind", "cycle"),
         Index("ix_reminders_status_due", "status", "due_at"),
+        # My follow-ups: one user's open reminders, soonest due first (migration 0018)
+        Index("ix_reminders_user_status_due", "user_id", "status", "due_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     thread_id: Mapped[int | None] = mapped_column(ForeignKey("threads.id"))
@@ -525,6 +536,21 @@ class SyncRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # The worker ("host:pid", `leases.WORKER_ID`) that ran it; NULL for runs before 0016.
     worker: Mapped[str | None] = mapped_column(String(200))
+
+
+class WorkerHost(Base):
+    """Where a procrastinate worker of `mailmanager run` runs (production mode): `id` is its
+    `procrastinate_workers.id`, whose row has only the heartbeat; `status` joins the two.
+    Written once the worker is registered, deleted at its clean stop; a killed worker's row
+    stays (shown stale by its heartbeat) until procrastinate prunes that worker."""
+
+    __tablename__ = "worker_hosts"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(200))  # "host:pid", "host:pid:watch"
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[str] = mapped_column(String(200))  # comma-separated
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the process's start
 
 
 class AuditLog(Base):
@@ -772,3 +798,21 @@ class WebActionUse(Base):
     reminder_id: Mapped[int] = mapped_column(Integer)
     action: Mapped[str] = mapped_column(String(16))
     used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OidcState(Base):
+    """A sign-in with an OpenID Connect provider under way (`services.oidc`): the SHA-256 of
+    its `state`, and of the browser key that the starting browser's cookie holds; the
+    provider, where to go once signed in, its expiry, and when its callback came back (each
+    state works once, in whichever process). The nonce and the PKCE verifier are derived
+    from the server's key, the browser key and the state: never stored."""
+
+    __tablename__ = "oidc_states"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    state_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(Text)
+    next: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -24,6 +24,10 @@ from mailmanager.matching import cascade as matcher
 from mailmanager.matching import reads as linkindex
 from mailmanager.matching import writes as linkwrite
 
+# Every bounce's report; found through the partial index `ix_messages_bounces` (bounces are
+# few), so reading them on each batch does not read the messages table.
+BOUNCE_REPORTS = sa.select(Message.bounce).where(Message.is_bounce, Message.bounce != "")
+
 
 def create_contacts(s: Session, new: Sequence[matcher.NewContact]) -> dict[str, int]:
     """Insert the auto-created contacts (source "auto") with their address; key → id."""
@@ -210,9 +214,7 @@ def unwanted(s: Session, forms: Mapping[str, Iterable[str]]) -> dict[str, str]:
             if all(lists) and normalize.is_role_address(key)
         }
     )
-    for (bounce,) in s.execute(
-        sa.select(Message.bounce).where(Message.is_bounce, Message.bounce != "")
-    ):
+    for (bounce,) in s.execute(BOUNCE_REPORTS):
         try:
             report = json.loads(bounce)
         except ValueError:

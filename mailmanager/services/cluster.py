@@ -1,9 +1,9 @@
 """Who is working: the operator's view of the workers (`mailmanager status`, issue #15).
 
 From the mailboxes' sync leases and the runs still under way (both modes), and, when the
-procrastinate workers run on this database, from procrastinate's own tables: each worker's
-last heartbeat and the jobs it runs now, and the job counts (queued, running, stalled,
-failed).
+procrastinate workers run on this database, from procrastinate's own tables joined with
+`worker_hosts` (`workers.hosts`): each worker's host, pid, start, last heartbeat and the jobs
+it runs now, and the job counts (queued, running, stalled, failed).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ def _iso(value: datetime | None) -> str | None:
 
 def cluster_status(session: Session, now: datetime, stalled_after: float) -> dict[str, Any]:
     """`holders` (mailbox, lease owner, until), `running` syncs (mailbox, worker "host:pid",
-    started), and with procrastinate: `workers` (id, last heartbeat, jobs running now, alive)
-    and `jobs` (counts by status, and `stalled`: running on a worker silent for more than
-    `stalled_after` seconds). `workers` and `jobs` are None without procrastinate."""
+    started), and with procrastinate: `workers` (id, name, host, pid, started, queues, last
+    heartbeat, state alive/stale/gone, jobs running now) and `jobs` (counts by status, and
+    `stalled`: running on a worker silent for more than `stalled_after` seconds). `workers`
+    and `jobs` are None without procrastinate."""
     M, R = models.Mailbox, models.SyncRun
     holders = [
         {"mailbox": name, "owner": owner, "until": _iso(until)}
@@ -59,17 +60,7 @@ def cluster_status(session: Session, now: datetime, stalled_after: float) -> dic
     ):
         label = task.rpartition(".")[2] + (f" {args['mailbox']}" if "mailbox" in args else "")
         doing.setdefault(worker_id or 0, []).append(label)
-    data["workers"] = [
-        {
-            "id": wid,
-            "last_heartbeat": _iso(beat),
-            "alive": beat >= silent_since,
-            "running": doing.get(wid, []),
-        }
-        for wid, beat in session.execute(
-            sa.text("SELECT id, last_heartbeat FROM procrastinate_workers ORDER BY id")
-        )
-    ]
+    data["workers"] = _workers(session, silent_since, doing)
     counts: dict[str, int] = dict(
         session.execute(
             sa.text("SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY status")
@@ -90,3 +81,49 @@ def cluster_status(session: Session, now: datetime, stalled_after: float) -> dic
         "failed": int(counts.get("failed", 0)),
     }
     return data
+
+
+_PROCRASTINATE_WORKERS = sa.table(
+    "procrastinate_workers", sa.column("id", sa.BigInteger), sa.column("last_heartbeat")
+)
+
+
+def _workers(
+    session: Session, silent_since: datetime, doing: dict[int, list[str]]
+) -> list[dict[str, Any]]:
+    """procrastinate's workers joined with their `worker_hosts` rows (either may be missing:
+    a worker not started by `mailmanager run`, a worker procrastinate pruned). `state` is
+    "alive", "stale" (no heartbeat since `silent_since`: killed, host gone) or "gone"."""
+    W, H = _PROCRASTINATE_WORKERS, models.WorkerHost
+    rows = session.execute(
+        sa.select(
+            sa.func.coalesce(W.c.id, H.id),
+            W.c.last_heartbeat,
+            H.name,
+            H.host,
+            H.pid,
+            H.started_at,
+            H.queues,
+        )
+        .select_from(W)
+        .join(H, H.id == W.c.id, full=True)
+        .order_by(sa.func.coalesce(W.c.id, H.id))
+    )
+    workers = []
+    for wid, beat, name, host, pid, started, queues in rows:
+        state = "gone" if beat is None else ("alive" if beat >= silent_since else "stale")
+        workers.append(
+            {
+                "id": wid,
+                "name": name,
+                "host": host,
+                "pid": pid,
+                "started_at": _iso(started),
+                "queues": queues.split(",") if queues else [],
+                "last_heartbeat": _iso(beat),
+                "state": state,
+                "alive": state == "alive",
+                "running": doing.get(wid, []),
+            }
+        )
+    return workers

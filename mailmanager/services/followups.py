@@ -1,11 +1,12 @@
 """A salesperson's follow-ups ("Mes relances") as the web workspace shows and acts on them.
 
 Listing reads the open reminders (pending, sent, snoozed) of the viewer, and for a manager
-of the users they manage, through `reminders.actions.list_reminders` (what `reminders list`
-shows), with how long each has waited in the user's business days and the last message's
-excerpt. Acting goes through the CLI's own calls (`reminders.actions.snooze`, `close`,
-`set_expect`), after `_allowed` checks that each reminder belongs to the viewer or to a user
-they manage: any other id is refused as if it did not exist (`NotFound`), nothing changed.
+of the users they manage, a page at a time (soonest due first, the next page after the last
+one shown), described as `reminders list` describes them (`reminders.about`), with how long
+each has waited in the user's business days and the last message's excerpt. Acting goes
+through the CLI's own calls (`reminders.actions.snooze`, `close`, `set_expect`), after
+`_allowed` checks that each reminder belongs to the viewer or to a user they manage: any
+other id is refused as if it did not exist (`NotFound`), nothing changed.
 
 `act_by_link` applies a digest link's single action (`notify.actionlinks`) once.
 """
@@ -27,6 +28,7 @@ from mailmanager.db import models, store
 from mailmanager.db.models import Reminder, WebActionUse
 from mailmanager.errors import MailmanagerError
 from mailmanager.notify import actionlinks, notifier
+from mailmanager.reminders import about as reminder_about
 from mailmanager.reminders import actions
 from mailmanager.reminders import businesstime as bt
 from mailmanager.reminders import plan as reminder_plan
@@ -36,6 +38,7 @@ from mailmanager.services.access import Viewer, viewer_for
 log = logging.getLogger(__name__)
 
 OPEN = reminder_plan.OPEN
+PAGE = 50  # follow-ups per page
 SNOOZE_PRESETS = {"1bd": "1bd", "3d": "3d", "1w": "7d"}
 CLOSE = ("done", "dismissed")
 
@@ -87,70 +90,133 @@ def users_shown(viewer: Viewer, user: str | None) -> list[str]:
     return sorted(viewer.sees_content_of)
 
 
+@dataclass(frozen=True)
+class After:
+    """Where a page of follow-ups starts: after the reminder `id` due at `due_at` (the list
+    is ordered by due time, then id). `token` is its form in a page's URL."""
+
+    due_at: datetime
+    id: int
+
+    @property
+    def token(self) -> str:
+        return f"{self.due_at.isoformat()}~{self.id}"
+
+    @classmethod
+    def parse(cls, token: str) -> After | None:
+        """The position a page's `after` names, None for a malformed one (the first page)."""
+        when, _, rid = token.partition("~")
+        try:
+            due_at = datetime.fromisoformat(when)
+            return cls(due_at, int(rid)) if due_at.tzinfo else None
+        except ValueError:
+            return None
+
+
 def list_followups(
     session: Session,
     cfg: config_mod.Config,
     viewer: Viewer,
     now: datetime,
     user: str | None = None,
-    limit: int = 500,
+    limit: int = PAGE,
+    after: After | None = None,
 ) -> list[Followup]:
-    """The open reminders of the viewer (and of the users they manage, or only `user`),
-    due ones first, soonest due first."""
-    lines = [
-        line
-        for email in users_shown(viewer, user)
-        for status in OPEN
-        for line in actions.list_reminders(session, email, status, limit)
-    ]
-    lines.sort(key=lambda x: (x.due_at, x.id))
-    lines = lines[:limit]
-    last = _last_messages(session, [x.id for x in lines])
+    """The viewer's open reminders (and those of the users they manage, or only `user`'s),
+    soonest due first (so the due ones come first), at most `limit` of them after `after`.
+
+    One query per user and open status, each a range of the index on (user_id, status,
+    due_at) read no further than `limit` rows: the cost is that of a page, however many
+    reminders the users have."""
+    U = models.User
+    ids = session.scalars(sa.select(U.id).where(U.email.in_(users_shown(viewer, user)))).all()
+    found: list[Reminder] = []
+    for uid in ids:
+        for status in OPEN:
+            stmt = sa.select(Reminder).where(Reminder.user_id == uid, Reminder.status == status)
+            if after is not None:
+                stmt = stmt.where(
+                    sa.or_(
+                        Reminder.due_at > after.due_at,
+                        sa.and_(Reminder.due_at == after.due_at, Reminder.id > after.id),
+                    )
+                )
+            found += session.scalars(stmt.order_by(Reminder.due_at, Reminder.id).limit(limit))
+    found.sort(key=lambda r: (r.due_at, r.id))
+    return describe(session, cfg, found[:limit], now)
+
+
+def count_followups(
+    session: Session, viewer: Viewer, now: datetime, user: str | None = None
+) -> tuple[int, int]:
+    """(due now, upcoming): how many open reminders `list_followups` would list in all."""
+    U = models.User
+    stmt = (
+        sa.select(sa.func.count(), sa.func.sum(sa.case((Reminder.due_at <= now, 1), else_=0)))
+        .join(U, U.id == Reminder.user_id)
+        .where(U.email.in_(users_shown(viewer, user)), Reminder.status.in_(OPEN))
+    )
+    total, due = session.execute(stmt).one()
+    return int(due or 0), int(total or 0) - int(due or 0)
+
+
+def describe(
+    session: Session, cfg: config_mod.Config, reminders: Sequence[Reminder], now: datetime
+) -> list[Followup]:
+    """The reminders as follow-ups, in the same order: what each is about now
+    (`reminders.about.describe`), how long it has waited in its user's business days, and
+    the last message's excerpt."""
+    U = models.User
+    user_ids = {r.user_id for r in reminders} | {
+        r.escalated_from_id for r in reminders if r.escalated_from_id is not None
+    }
+    emails = dict(session.execute(sa.select(U.id, U.email).where(U.id.in_(user_ids))).all())
+    about = reminder_about.describe(session, reminders)
+    last = _last_messages(session, [r.message_id for r in reminders if r.message_id is not None])
     calendars: dict[str, bt.Calendar] = {}
     out = []
-    for x in lines:
-        cal = calendars.get(x.user)
+    for r in reminders:
+        email = emails.get(r.user_id, "")
+        cal = calendars.get(email)
         if cal is None:
-            u = cfg.user(x.user)
-            cal = calendars[x.user] = notifier.calendar(cfg, u) if u else bt.Calendar()
-        days = bt.business_days_between(x.waiting_since, now, cal) if x.waiting_since else 0
-        frm, snippet = last.get(x.id, ("", ""))
+            u = cfg.user(email)
+            cal = calendars[email] = notifier.calendar(cfg, u) if u else bt.Calendar()
+        days = bt.business_days_between(r.waiting_since, now, cal) if r.waiting_since else 0
+        frm, snippet = last.get(r.message_id or 0, ("", ""))
+        what = about[r.id]
         out.append(
             Followup(
-                id=x.id,
-                kind=x.kind.removeprefix(reminder_rules.ESCALATION),
-                status=x.status,
-                user=x.user,
-                thread_id=x.thread_id,
-                subject=x.subject,
-                contact=x.contact,
-                contact_email=x.contact_email,
-                company=x.company,
-                opportunity=x.opportunity,
-                reason=x.reason,
-                due_at=x.due_at,
-                due=x.due_at <= now,
-                waiting_since=x.waiting_since,
+                id=r.id,
+                kind=r.kind.removeprefix(reminder_rules.ESCALATION),
+                status=r.status,
+                user=email,
+                thread_id=r.thread_id,
+                subject=what.title,
+                contact=what.contact,
+                contact_email=what.contact_email,
+                company=what.company_name,
+                opportunity=what.opportunity,
+                reason=r.reason,
+                due_at=r.due_at,
+                due=r.due_at <= now,
+                waiting_since=r.waiting_since,
                 business_days_waiting=days,
-                snoozed_until=x.snoozed_until,
-                escalated_from=x.escalated_from,
+                snoozed_until=r.snoozed_until,
+                escalated_from=emails.get(r.escalated_from_id or 0),
                 last_from=frm,
                 snippet=snippet,
             )
         )
-    out.sort(key=lambda f: (not f.due, f.due_at, f.id))
     return out
 
 
 def _last_messages(session: Session, ids: Sequence[int]) -> dict[int, tuple[str, str]]:
-    """reminder id -> (sender, snippet) of the message it is about."""
+    """message id -> (sender, snippet) of the messages reminders are about."""
     M = models.Message
     rows = session.execute(
-        sa.select(Reminder.id, M.from_name, M.from_email, M.snippet)
-        .join(M, M.id == Reminder.message_id)
-        .where(Reminder.id.in_(ids))
+        sa.select(M.id, M.from_name, M.from_email, M.snippet).where(M.id.in_(set(ids)))
     )
-    return {rid: (name or email or "", snippet or "") for rid, name, email, snippet in rows}
+    return {mid: (name or email or "", snippet or "") for mid, name, email, snippet in rows}
 
 
 def _allowed(
@@ -252,8 +318,7 @@ def link_target(
         raise LinkRefused("gone") from None
     if r.status not in OPEN:
         return viewer, None
-    shown = list_followups(session, cfg, viewer, now)
-    return viewer, next((f for f in shown if f.id == r.id), None)
+    return viewer, describe(session, cfg, [r], now)[0]
 
 
 def used(session: Session, token_hash: str) -> bool:

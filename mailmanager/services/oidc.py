@@ -1,14 +1,28 @@
 """Signing in with OpenID Connect: the authorization code flow with PKCE, state and nonce.
 
-`begin` makes a pending login (random `state`, `nonce` and PKCE verifier) and the provider's
-authorization URL; the web layer keeps the pending login in a signed, short-lived cookie
-(`seal` / `unseal`). `finish` exchanges the code (with the client secret and the verifier)
+`begin` makes a pending login and the provider's authorization URL; `remember` records it
+and `claim` takes it back, once, when the provider sends the browser back. `finish`
+exchanges the code (with the client secret and the PKCE verifier)
 through authlib's httpx client, then validates the ID token with joserfc: its signature
 against the provider's JWKS, `iss`, `aud`, `exp` and `nonce`; the `email` claim must come
 with `email_verified` true (or, when that claim is absent, Microsoft's `xms_edov` true). It
 answers the email; who that is (a configured user or nobody) is the caller's question.
 Discovery documents and key sets are cached for an hour, the key set fetched again once
 when a token names a key it lacks (key rotation).
+
+Where a pending login lives. The browser that starts it holds a random *browser key* in a
+cookie; the `state` sent to the provider is random too. The database (`oidc_states`) keeps
+only their SHA-256, the provider, where to go next, the expiry and when the state was used:
+so a state works once whichever web process the callback reaches, after a restart too
+(`claim` is one UPDATE guarded by `used_at IS NULL`, the compare-and-set that decides a
+race), and only from the browser that started it. The nonce and the PKCE verifier are not
+stored anywhere: each is an HMAC of (server key, provider, browser key, state), computed
+again at the callback. Neither the cookie alone nor a copy of the database gives them, and
+nothing secret sits in the database for a backup to leak. (A signed cookie holding the
+verifier, as before, shows the verifier to whoever reads the cookie and cannot tell a used
+state from a fresh one in another process or after a restart; authlib's framework
+integrations keep the same data, verifier included, in a signed session cookie: the same
+two faults, and a session middleware this app does not otherwise need.)
 
 TLS certificates are verified; `http` is accepted only for loopback providers (see
 `mailmanager.config.oidc`). Nothing here logs a token, a code or a secret.
@@ -19,25 +33,29 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import logging
 import secrets
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import sqlalchemy as sa
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from sqlalchemy.orm import Session
 
 from mailmanager.config.oidc import LOOPBACK, OidcProvider
 from mailmanager.config.schema import ConfigFileError
+from mailmanager.db import store
+from mailmanager.db.models import OidcState
 from mailmanager.errors import MailmanagerError
+from mailmanager.services import signin
 
 with warnings.catch_warnings():
     # authlib warns at import that it would rather use the `httpx2` package: httpx is the
@@ -67,14 +85,16 @@ class Refused(MailmanagerError):
 
 @dataclass(frozen=True)
 class Pending:
-    """A login under way: what the callback must match. `expires` is a Unix time."""
+    """A login under way: what the callback must match. `browser` is the browser key (the
+    starting browser's cookie); `nonce` and `verifier` are derived (see the module)."""
 
     provider: str
     state: str
+    browser: str
     nonce: str
     verifier: str
     next: str
-    expires: int
+    expires: datetime
 
 
 @dataclass(frozen=True)
@@ -94,24 +114,71 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def seal(key: bytes, pending: Pending) -> str:
-    """The pending login as a cookie value: JSON, base64url, and its HMAC-SHA256."""
-    body = _b64(json.dumps(asdict(pending), separators=(",", ":")).encode())
-    mac = _b64(hmac.new(key, b"oidc:" + body.encode(), hashlib.sha256).digest())
-    return f"{body}.{mac}"
+def new_browser_key() -> str:
+    """A random browser key, for the cookie of a browser that starts a login."""
+    return secrets.token_urlsafe(32)
 
 
-def unseal(key: bytes, text: str, now: datetime) -> Pending | None:
-    """The pending login of a cookie value; None when forged, malformed or expired."""
-    body, _, mac = text.partition(".")
-    want = _b64(hmac.new(key, b"oidc:" + body.encode(), hashlib.sha256).digest())
-    if not mac or not hmac.compare_digest(mac, want):
+def _derive(key: bytes, purpose: str, provider: str, browser: str, state: str) -> str:
+    """43 characters of base64url (a valid PKCE verifier, RFC 7636 §4.1): an HMAC-SHA256
+    of the pending login's random parts under the server's key."""
+    message = "\0".join(("mailmanager oidc", purpose, provider, browser, state)).encode()
+    return _b64(hmac.new(key, message, hashlib.sha256).digest())
+
+
+def _pending(
+    key: bytes, provider: str, browser: str, state: str, next: str, expires: datetime
+) -> Pending:
+    return Pending(
+        provider=provider,
+        state=state,
+        browser=browser,
+        nonce=_derive(key, "nonce", provider, browser, state),
+        verifier=_derive(key, "pkce", provider, browser, state),
+        next=next,
+        expires=expires,
+    )
+
+
+def remember(session: Session, pending: Pending, now: datetime) -> None:
+    """Record a pending login (its hashes, see the module), and forget the expired ones."""
+    t = store.table(OidcState)
+    session.execute(sa.delete(t).where(t.c.expires_at <= now))
+    session.add(
+        OidcState(
+            state_hash=signin.digest(pending.state),
+            browser_hash=signin.digest(pending.browser),
+            provider=pending.provider,
+            next=pending.next,
+            created_at=now,
+            expires_at=pending.expires,
+        )
+    )
+    session.flush()
+
+
+def claim(
+    session: Session, key: bytes, provider: str, state: str, browser: str, now: datetime
+) -> Pending | None:
+    """Use the pending login of `state` for `provider`, started by the browser whose key is
+    `browser`: it, or None when there is none, it expired, it was used already (by anyone,
+    in any process), or another browser or provider started it. A refused claim does not use
+    the state (a stranger holding the callback URL cannot spoil the real login)."""
+    if not state or not browser:
         return None
-    try:
-        pending = Pending(**json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))))
-    except (ValueError, TypeError):
+    t = store.table(OidcState)
+    mine = sa.and_(
+        t.c.state_hash == signin.digest(state),
+        t.c.browser_hash == signin.digest(browser),
+        t.c.provider == provider,
+    )
+    won = session.execute(
+        sa.update(t).where(mine, t.c.used_at.is_(None), t.c.expires_at > now).values(used_at=now)
+    ).rowcount  # type: ignore[attr-defined]
+    if won != 1:
         return None
-    return pending if pending.expires > now.timestamp() else None
+    row = session.execute(sa.select(t.c.next, t.c.expires_at).where(mine)).one()
+    return _pending(key, provider, browser, state, row.next, row.expires_at)
 
 
 def _allowed(url: object, what: str) -> str:
@@ -165,18 +232,13 @@ def _key_set(meta: _Metadata) -> KeySet:
 
 
 def begin(
-    provider: OidcProvider, redirect_uri: str, next: str, now: datetime
+    provider: OidcProvider, key: bytes, browser: str, redirect_uri: str, next: str, now: datetime
 ) -> tuple[str, Pending]:
-    """(the provider's authorization URL to send the browser to, the pending login)."""
+    """(the provider's authorization URL to send the browser to, the pending login for
+    `remember`). `key` is the server's secret, `browser` the starting browser's key."""
     meta, _ = _discover(provider)
-    pending = Pending(
-        provider=provider.slug,
-        state=secrets.token_urlsafe(24),
-        nonce=secrets.token_urlsafe(24),
-        verifier=secrets.token_urlsafe(48),
-        next=next,
-        expires=int((now + PENDING_LIFETIME).timestamp()),
-    )
+    state = secrets.token_urlsafe(24)
+    pending = _pending(key, provider.slug, browser, state, next, now + PENDING_LIFETIME)
     with _client(provider, meta, redirect_uri, secret="") as client:
         url, _ = client.create_authorization_url(
             meta.authorization_endpoint,

@@ -7,12 +7,18 @@ lease alone would not, since a worker may renew its own lease. Across processes,
 engine's lease on the mailbox row (`sync.engine`) holds: a start is refused at once when
 another live worker (the daemon) holds it, and a sync that loses the race to one ends as
 "skipped".
+
+When the server stops (SIGTERM, Ctrl-C), the app's lifespan calls `SyncRunner.close`: a
+running sync is asked to stop after its current batch (the engine ends its run as
+"interrupted", releases the lease and keeps every batch it committed) and is waited for a
+bounded time, so that the process exits promptly and leaves no run "running".
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -25,6 +31,8 @@ from mailmanager.services import mailboxhealth
 from mailmanager.sync import engine as sync
 
 log = logging.getLogger(__name__)
+
+CLOSE_TIMEOUT = 10.0  # seconds a stopping server waits for its syncs (then exits anyway)
 
 
 @dataclass(frozen=True)
@@ -41,8 +49,8 @@ class SyncRun:
 
 
 class SyncRefusedError(MailmanagerError):
-    """The sync was not started: `reason` is "running" (this process is syncing it) or
-    "leased" (another worker is, named by `holder`)."""
+    """The sync was not started: `reason` is "running" (this process is syncing it),
+    "leased" (another worker is, named by `holder`) or "stopping" (the server is)."""
 
     def __init__(self, reason: str, holder: str = "") -> None:
         super().__init__(reason)
@@ -79,6 +87,8 @@ class SyncRunner:
         self.cfg.mailbox(mailbox)
         now = models.utcnow()
         with self._lock:
+            if self.stop.is_set():  # the server is stopping
+                raise SyncRefusedError("stopping")
             current = self._runs.get(mailbox)
             if current is not None and current.state == "running":
                 raise SyncRefusedError("running")
@@ -126,10 +136,23 @@ class SyncRunner:
             thread.join(timeout)
         return self.last(mailbox)
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Ask running syncs to stop after their current batch and wait for them."""
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> bool:
+        """Ask running syncs to stop after their current batch and wait for them, `timeout`
+        seconds in all; whether they all ended. (One that did not is a daemon thread: the
+        process exits all the same, and the next sync of its mailbox marks its run
+        "abandoned".) No sync starts once this was called."""
         self.stop.set()
+        deadline = time.monotonic() + timeout
         with self._lock:
-            threads = list(self._threads.values())
+            threads = [t for t in self._threads.values() if t.is_alive()]
         for thread in threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        left = [t.name for t in threads if t.is_alive()]
+        if left:
+            log.warning(
+                "sync now still running at shutdown",
+                extra={"action": "sync_now_shutdown", "threads": left},
+            )
+        elif threads:
+            log.info("sync now stopped", extra={"action": "sync_now_shutdown", "threads": 0})
+        return not left

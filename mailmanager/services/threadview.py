@@ -136,24 +136,25 @@ def _mailbox_names(session: Session, ids: Collection[int]) -> dict[int, list[str
     return {mid: sorted(names) for mid, names in out.items()}
 
 
-def thread_records(session: Session, thread_id: int) -> tuple[LinkedRecord, ...]:
-    """The records a thread's messages (or the thread itself) are linked to."""
+def records_query(thread_id: int) -> sa.CompoundSelect[str, int]:
+    """The (kind, id) of the records linked to a thread's messages or to the thread itself,
+    as a UNION of the two reads each index serves: the messages' links by message (the
+    unique constraint starts with it), the manual thread links by `ix_links_manual`. (Both
+    under one OR, PostgreSQL read the whole links table: 100 ms at 400,000 links.)"""
     link = models.Link
     messages = sa.select(Message.id).where(Message.thread_id == thread_id)
-    rows = session.execute(
-        sa.select(link.target_kind, link.target_id)
-        .where(
-            sa.or_(
-                link.message_id.in_(messages),
-                sa.and_(
-                    models.manual_links(), link.thread_id == thread_id, link.message_id.is_(None)
-                ),
-            ),
-            ~link.tombstone,
-            link.target_kind.in_(curation.KINDS),
-        )
-        .distinct()
-    ).all()
+    wanted = (~link.tombstone, link.target_kind.in_(curation.KINDS))
+    return sa.union(
+        sa.select(link.target_kind, link.target_id).where(link.message_id.in_(messages), *wanted),
+        sa.select(link.target_kind, link.target_id).where(
+            models.manual_links(), link.thread_id == thread_id, link.message_id.is_(None), *wanted
+        ),
+    )
+
+
+def thread_records(session: Session, thread_id: int) -> tuple[LinkedRecord, ...]:
+    """The records a thread's messages (or the thread itself) are linked to."""
+    rows = session.execute(records_query(thread_id)).all()
     order = {k: i for i, k in enumerate(curation.KINDS)}
     return tuple(
         LinkedRecord(kind, tid, curation.target_label(session, kind, tid))

@@ -5,7 +5,8 @@ are included here (the app includes this module's `router`).
 
 "Sync now" runs one sync of a mailbox in a background thread of this process
 (`services.syncnow`): a second click while it runs, or a daemon syncing the same mailbox,
-is refused with a notice; the page shows "running", then the result.
+is refused with a notice; the page shows "running", then the result. When the server stops,
+`shutdown` (from the app's lifespan) asks a running one to stop and waits for it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import threading
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
 from mailmanager import spi
@@ -39,6 +40,15 @@ def runner(request: Request) -> syncnow.SyncRunner:
             found = syncnow.SyncRunner(state.cfg, state.factory)
             request.app.state.admin_sync = found
         return found
+
+
+def shutdown(app: FastAPI) -> None:
+    """At server shutdown (the app's lifespan): stop this app's "sync now" runs and wait
+    for them a bounded time (`syncnow.SyncRunner.close`)."""
+    with _RUNNER_LOCK:
+        found = getattr(app.state, "admin_sync", None)
+    if isinstance(found, syncnow.SyncRunner):
+        found.close()
 
 
 def render(request: Request, template: str, section: str, **context: Any) -> HTMLResponse:

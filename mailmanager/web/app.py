@@ -9,8 +9,10 @@ entry when it has one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlencode
@@ -21,12 +23,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailmanager import __version__
 from mailmanager import config as config_mod
-from mailmanager.db import models
+from mailmanager.db import models, store
 from mailmanager.web import (
     admin,
     dashboard,
@@ -108,14 +111,50 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+class SecurityHeaders:
+    """Give every response the `SECURITY_HEADERS` it lacks; static files are cached
+    instead (pages are private; the CSS is not). Plain ASGI: `@app.middleware("http")`
+    would cost a task and a memory stream per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = scope["path"].startswith("/static/")
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    if name not in headers:
+                        headers.append(name, value)
+                if static:
+                    headers["Cache-Control"] = "public, max-age=3600"
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+        auto_reload=False,  # templates change with the package, not while it runs
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """At shutdown (SIGTERM, Ctrl-C), once requests are done: stop the "sync now" runs and
+    wait for them a bounded time, off the event loop."""
+    yield
+    await asyncio.to_thread(admin.shutdown, app)
 
 
 def create_app(
@@ -136,7 +175,9 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
         dependencies=[Depends(deps.check_csrf)],
+        lifespan=_lifespan,
     )
+    store.for_pages(session_factory)  # a smaller SQLite page cache per connection
     state = deps.WebState(
         cfg=cfg,
         factory=session_factory,
@@ -156,16 +197,7 @@ def create_app(
 
     app.add_middleware(BodyLimit, limit=cfg.web.max_upload_mb * 1024 * 1024)
 
-    @app.middleware("http")
-    async def security_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if request.url.path.startswith("/static/"):  # pages are private; the CSS is not
-            response.headers["Cache-Control"] = "public, max-age=3600"
-        return response
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(deps.SignInRequired)
     async def sign_in_first(request: Request, exc: deps.SignInRequired) -> Response:
@@ -185,6 +217,31 @@ def create_app(
         return _error(request, 400, "invalid form or query")
 
     return app
+
+
+# How `mailmanager web` hands its configuration to worker processes (`[web] workers`).
+WORKER_CONFIG = "MAILMANAGER_WEB_CONFIG"
+WORKER_ADDRESS = "MAILMANAGER_WEB_ADDRESS"
+
+
+def for_worker() -> FastAPI:
+    """The app of one of several server processes (uvicorn's factory): the configuration
+    file and address `mailmanager web` puts in the environment, whose database it checked.
+    Each process has its own connection pool, "sync now" runner and outbox thread; sign-in
+    limits, sessions and OIDC states are in the database, shared."""
+    import dataclasses
+    import os
+
+    from mailmanager import logs
+    from mailmanager.db import store
+
+    cfg = config_mod.load(os.environ[WORKER_CONFIG])
+    host, _, port = os.environ[WORKER_ADDRESS].rpartition(":")
+    cfg = dataclasses.replace(cfg, web=dataclasses.replace(cfg.web, host=host, port=int(port)))
+    logs.setup("WARNING", cfg.logging.format)
+    engine = store.make_engine(cfg.database.url_with_secret())
+    factory = store.session_factory(engine)
+    return create_app(cfg, factory, notice=lambda line: print(line, flush=True))
 
 
 def _error(request: Request, status: int, detail: str = "") -> Response:

@@ -1,7 +1,9 @@
 """My follow-ups / Mes relances: the viewer's due and upcoming reminders, and what to do
 with them (snooze, done, dismiss, "expects no reply"), one by one or checked in bulk.
 
-One form holds the whole list, so nothing needs JavaScript: a row's button submits
+The list is shown a page at a time (`services.followups.PAGE`, soonest due first, with a
+link to the next page), so a page costs the same for 10 follow-ups or 20,000.
+One form holds the page's list, so nothing needs JavaScript: a row's button submits
 `act=<verb>:<id>`, a bulk button `act=<verb>` with the checked `ids`. Every change goes
 through `services.followups`, which refuses reminders that are not the viewer's (or a
 managed user's) with 404, nothing changed.
@@ -73,6 +75,9 @@ i18n.add(
             "Cochez au moins une relance.",
             "Check at least one follow-up.",
         ),
+        "followups.next": ("Relances suivantes", "Next follow-ups"),
+        "followups.first": ("Revenir au début", "Back to the first ones"),
+        "followups.pages": ("Pages de relances", "Follow-up pages"),
         "followups.no_date": (
             "Choisissez une date de report.",
             "Pick a snooze date.",
@@ -117,27 +122,45 @@ def page(
     user: str = "",
     ok: str = "",
     n: int = 0,
+    after: str = "",
 ) -> Response:
+    """A page of `followups.PAGE` follow-ups, soonest due first; `after` (the last one
+    shown) asks for the next page, and the totals say how many there are in all."""
     cfg = deps.web(request).cfg
     if user and user not in viewer.sees_content_of:
         raise HTTPException(404)
+    now = deps.now(request)
+    start = followups.After.parse(after) if after else None
     with deps.transaction(request) as s:
-        items = followups.list_followups(s, cfg, viewer, deps.now(request), user or None)
-    lang = i18n.locale_of(viewer.locale)
-    rows_ = rows(items, lang)
+        items = followups.list_followups(
+            s, cfg, viewer, now, user or None, followups.PAGE + 1, start
+        )
+        due_total, upcoming_total = followups.count_followups(s, viewer, now, user or None)
+    more = items[followups.PAGE - 1] if len(items) > followups.PAGE else None
+    rows_ = rows(items[: followups.PAGE], i18n.locale_of(viewer.locale))
     people = sorted(viewer.sees_content_of) if viewer.is_manager else []
     names = {u.email: u.name or u.email for u in cfg.users}
+    back = {"user": user} if user else {}
     return deps.render(
         request,
         "followups.html",
         {
             "due": [r for r in rows_ if r.f.due],
             "upcoming": [r for r in rows_ if not r.f.due],
+            "due_total": due_total,
+            "upcoming_total": upcoming_total,
+            "first_url": f"/followups?{urlencode(back)}" if start else "",
+            "next_url": (
+                "/followups?"
+                + urlencode({**back, "after": followups.After(more.due_at, more.id).token})
+                if more
+                else ""
+            ),
             "people": [(p, names.get(p, p)) for p in people],
             "user": user,
             "ok": ok if ok in VERBS else "",
             "n": n,
-            "today": deps.now(request).date().isoformat(),
+            "today": now.date().isoformat(),
         },
     )
 

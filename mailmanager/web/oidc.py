@@ -1,12 +1,14 @@
 """Sign-in with OpenID Connect providers (`[[oidc]]`): "Se connecter avec Google".
 
-GET /signin/oidc/<slug> starts a login: the pending login (state, nonce, PKCE verifier, where
-to go next) goes into a signed cookie valid 10 minutes, scoped to /signin/oidc, and the
-browser to the provider. GET /signin/oidc/<slug>/callback checks the cookie and its `state`
-(each state works once in this process), lets `services.oidc.finish` exchange the code and
-validate the ID token, and opens the same session as an emailed link does when the verified
-email is a configured user's. Anyone else gets a refusal page; no account is ever created.
-(The start is a GET: it changes nothing but the pending login, as a link must allow.)
+GET /signin/oidc/<slug> starts a login: the browser gets a random key in a cookie valid 10
+minutes and scoped to /signin/oidc (kept when it has one, so two tabs may sign in at once),
+the database a record of the pending login (`services.oidc.remember`), and the browser goes
+to the provider. GET /signin/oidc/<slug>/callback takes the pending login of the `state` back
+(`services.oidc.claim`: once, from the browser that started it, before it expires; in any
+process of the server, and after a restart), lets `services.oidc.finish` exchange the code
+and validate the ID token, and opens the same session as an emailed link does when the
+verified email is a configured user's. Anyone else gets a refusal page; no account is ever
+created. (The start is a GET: it changes nothing but the pending login, as a link must allow.)
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import threading
-import time
+import re
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
@@ -33,6 +34,7 @@ router = APIRouter()
 
 COOKIE = "mm_oidc"
 COOKIE_PATH = "/signin/oidc"
+_BROWSER_KEY = re.compile(r"[A-Za-z0-9_-]{43,128}")
 
 i18n.add(
     {
@@ -67,21 +69,6 @@ i18n.add(
     }
 )
 
-_used: dict[str, float] = {}  # state -> when it may be forgotten (monotonic)
-_used_lock = threading.Lock()
-
-
-def _first_use(state: str) -> bool:
-    """True the first time a state comes back (within the pending lifetime)."""
-    now = time.monotonic()
-    with _used_lock:
-        for old in [s for s, until in _used.items() if until < now]:
-            del _used[old]
-        if state in _used:
-            return False
-        _used[state] = now + oidc.PENDING_LIFETIME.total_seconds()
-        return True
-
 
 def _key(request: Request) -> bytes:
     base = actionlinks.load_key(deps.web(request).cfg.web.secret_file)
@@ -115,12 +102,25 @@ def _refuse(request: Request, provider: OidcProvider, reason: str, status: int) 
     return response
 
 
+def _browser_key(request: Request) -> str:
+    """The browser key of the request's cookie, "" when it has none (or not one of ours)."""
+    found = request.cookies.get(COOKIE, "")
+    return found if _BROWSER_KEY.fullmatch(found) else ""
+
+
 @router.get("/signin/oidc/{slug}", response_class=HTMLResponse)
 def start(request: Request, slug: str, next: str = "") -> Response:
     provider = _provider(request, slug)
+    browser = _browser_key(request) or oidc.new_browser_key()
+    now = deps.now(request)
     try:
         url, pending = oidc.begin(
-            provider, _redirect_uri(request, provider), deps.safe_next(next), deps.now(request)
+            provider,
+            _key(request),
+            browser,
+            _redirect_uri(request, provider),
+            deps.safe_next(next),
+            now,
         )
     except oidc.Refused as exc:
         log.warning(
@@ -128,10 +128,12 @@ def start(request: Request, slug: str, next: str = "") -> Response:
             extra={"action": "web_oidc_unavailable", "provider": slug, "error": str(exc)},
         )
         return _refuse(request, provider, "unavailable", 503)
+    with deps.transaction(request) as s:
+        oidc.remember(s, pending, now)
     response = deps.redirect(url)
     response.set_cookie(
         COOKIE,
-        oidc.seal(_key(request), pending),
+        browser,
         max_age=int(oidc.PENDING_LIFETIME.total_seconds()),
         httponly=True,
         samesite="lax",  # the callback is a top-level GET from the provider's site
@@ -146,15 +148,11 @@ def callback(request: Request, slug: str, state: str = "", code: str = "") -> Re
     provider = _provider(request, slug)
     cfg = deps.web(request).cfg
     now = deps.now(request)
-    pending = oidc.unseal(_key(request), request.cookies.get(COOKIE, ""), now)
-    if (
-        pending is None
-        or pending.provider != provider.slug
-        or not state
-        or not hmac.compare_digest(state, pending.state)
-        or not code
-        or not _first_use(pending.state)
-    ):
+    pending = None
+    if code:
+        with deps.transaction(request) as s:
+            pending = oidc.claim(s, _key(request), provider.slug, state, _browser_key(request), now)
+    if pending is None:
         return _refuse(request, provider, "failed", 400)
     try:
         email = oidc.finish(provider, pending, code, _redirect_uri(request, provider), now)

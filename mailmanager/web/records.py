@@ -12,13 +12,14 @@ that it exists but not its content.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
 from mailmanager.config import reminder_kinds
+from mailmanager.notify import digest
 from mailmanager.services import curation, records
 from mailmanager.services.access import AccessError, Viewer
 from mailmanager.web import deps, i18n
@@ -86,6 +87,10 @@ i18n.add(
             "No visible mail with this client.",
         ),
         "records.messages": ("{n} message(s)", "{n} message(s)"),
+        "records.earlier": (
+            "{n} message(s) plus ancien(s) : voir toute la conversation",
+            "{n} earlier message(s): see the whole conversation",
+        ),
         "records.inbound": ("reçu", "received"),
         "records.outbound": ("envoyé", "sent"),
         "records.internal": ("interne", "internal"),
@@ -130,13 +135,27 @@ def lookup(request: Request, viewer: deps.CurrentViewer, q: str = "") -> Respons
     return deps.render(request, "record_lookup.html", {"q": q, "found": found})
 
 
+def reminder_whys(reminders: tuple[records.ReminderBrief, ...], lang: str) -> dict[int, str]:
+    """Reminder id -> why it is there, in `lang`, worded as the digest words it (the
+    notifier's sentences, by kind), with the escalation's sentence when it is one."""
+    t: Any = digest.environment().get_template(f"_{lang}.j2").module
+    out = {}
+    for r in reminders:
+        kind = r.kind.split(":")[-1]
+        why = str(t.why(kind, r.contact or "?", r.reason))
+        if r.escalated_from:
+            why = f"{t.escalated(r.escalated_from)} — {why}"
+        out[r.id] = why
+    return out
+
+
 def _page(
     request: Request, viewer: Viewer, kind: str, record_id: int, ok: str, page: int
 ) -> Response:
     cfg = deps.web(request).cfg
     try:
         with deps.transaction(request) as s:
-            rec = records.record(s, cfg, viewer, kind, record_id, page)
+            rec = records.record(s, cfg, viewer, kind, record_id, page, deps.now(request))
     except AccessError as exc:
         return refused(request, exc)
     names = {u.email: u.name or u.email for u in cfg.users}
@@ -149,6 +168,7 @@ def _page(
             "names": names,
             "ok": ok if ok in OKS else "",
             "reminder_kinds": reminder_kinds.ALL,
+            "whys": reminder_whys(rec.reminders, i18n.locale_of(viewer.locale)),
         },
     )
 

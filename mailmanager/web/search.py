@@ -2,17 +2,24 @@
 
 A GET form (the URL is the search: bookmarkable, no JavaScript). `services.search` decides
 what the viewer may find; a hit the viewer sees only as metadata shows no excerpt. Pages
-go by `offset` (capped by `services.search.MAX_OFFSET`).
+go by `offset` (capped by `services.search.MAX_OFFSET`), the next and previous ones also
+from the last or first hit shown (`before`, `after`: what keeps a deep page fast). In each
+hit's subject and excerpt, the words the search matched are marked (`<mark>`), as the
+search matches them: by word prefix, regardless of case and accents.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import date
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from markupsafe import Markup, escape
 
+from mailmanager.db import searchindex
 from mailmanager.services import search as search_service
 from mailmanager.web import deps, i18n
 
@@ -57,6 +64,38 @@ i18n.add(
 )
 
 
+_WORD = re.compile(r"\w+")
+
+
+def _fold(text: str) -> str:
+    """`text` folded as the search index folds it, one character for one (so that places
+    in it are places in `text`)."""
+    folded = searchindex.fold(text)
+    if len(folded) == len(text):
+        return folded
+    return "".join(f if len(f := searchindex.fold(c)) == 1 else c for c in text)
+
+
+def highlighter(words: str) -> Callable[[str], Markup]:
+    """A function that escapes a text and marks each of its words that starts with one of
+    `words` (folded as the search index folds them: case and accents aside)."""
+    tokens = [searchindex.fold(w) for w in _WORD.findall(words)][: search_service.MAX_WORDS]
+    found = re.compile(rf"(?<!\w)(?:{'|'.join(map(re.escape, tokens))})\w*") if tokens else None
+
+    def mark(text: str) -> Markup:
+        if found is None:
+            return escape(text)
+        parts, last = [], 0
+        for m in found.finditer(_fold(text)):
+            start, end = m.span()
+            parts += [escape(text[last:start]), "<mark>", escape(text[start:end]), "</mark>"]
+            last = end
+        parts.append(escape(text[last:]))
+        return Markup("".join(parts))
+
+    return mark
+
+
 def _date(value: str, errors: list[tuple[str, str]]) -> date | None:
     if not value.strip():
         return None
@@ -77,8 +116,11 @@ def page(
     since: str = "",
     until: str = "",
     offset: int = 0,
+    before: str = "",
+    after: str = "",
 ) -> Response:
     errors: list[tuple[str, str]] = []
+    Position = search_service.Position
     query = search_service.SearchQuery(
         words=q[:200],
         person=person[:320],
@@ -86,6 +128,8 @@ def page(
         since=_date(since, errors),
         until=_date(until, errors),
         offset=max(0, offset),
+        before=Position.parse(before) if before else None,
+        after=Position.parse(after) if after and offset > 0 else None,
     )
     result = None
     if not query.empty:
@@ -94,13 +138,25 @@ def page(
     form = {"q": q, "person": person, "company": company, "since": since, "until": until}
     links: dict[str, str | None] = {"previous": None, "next": None}
     if result is not None:
+        hits = result.hits
         if result.offset > 0:
-            prev = max(0, result.offset - query.limit)
-            links["previous"] = "/search?" + urlencode({**form, "offset": prev})
+            prev: dict[str, str | int] = {"offset": max(0, result.offset - query.limit)}
+            if hits and hits[0].sent_at is not None and result.offset >= query.limit:
+                prev["after"] = Position(hits[0].sent_at, hits[0].message_id).token
+            links["previous"] = "/search?" + urlencode({**form, **prev})
         if result.more:
-            links["next"] = "/search?" + urlencode({**form, "offset": result.offset + query.limit})
+            nxt: dict[str, str | int] = {"offset": result.offset + query.limit}
+            if hits and hits[-1].sent_at is not None:
+                nxt["before"] = Position(hits[-1].sent_at, hits[-1].message_id).token
+            links["next"] = "/search?" + urlencode({**form, **nxt})
     return deps.render(
         request,
         "search/search.html",
-        {"form": form, "result": result, "errors": errors, "links": links},
+        {
+            "form": form,
+            "result": result,
+            "errors": errors,
+            "links": links,
+            "mark": highlighter(query.words),
+        },
     )

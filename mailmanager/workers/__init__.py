@@ -16,10 +16,13 @@ https://procrastinate.readthedocs.io), not ours:
   lock per mailbox: one watcher per mailbox across the cluster, which queues a sync on each
   change (`sync.watch.Watcher`, as in the embedded daemon). The sync tick defers it again
   (a no-op while one waits), so a watcher that stopped is restarted within an interval.
-- Each worker beats its heartbeat every `HEARTBEAT` seconds; `retry_stalled_jobs` (every
-  10 s) puts back the jobs of workers silent for `STALLED_AFTER` seconds (killed, host
-  gone), so another worker runs them within a minute. The mailbox lease in the database
-  stays as a fence: a stalled former holder stops at its next batch.
+- Each worker beats its heartbeat every `[workers] heartbeat` seconds (5);
+  `retry_stalled_jobs` (every half of `stalled_after`) puts back the jobs of workers silent
+  for `[workers] stalled_after` seconds (20: killed, host gone), so another worker runs
+  them within a minute. The mailbox lease in the database stays as a fence: a stalled
+  former holder stops at its next batch.
+- Each worker writes its host, pid and start into `worker_hosts` (`hosts`), which `status`
+  joins with procrastinate's heartbeats.
 - `runner.run_worker` applies procrastinate's schema when missing (under the schema
   advisory lock, so workers starting together do not race), queues a sync tick at once (the
   first syncs do not wait for the cron), then runs the worker until SIGTERM/SIGINT: the

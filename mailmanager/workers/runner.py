@@ -17,18 +17,25 @@ from typing import Any
 
 import procrastinate
 from procrastinate import exceptions as pq_exceptions
+from procrastinate import worker as pq_worker
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config as config_mod
-from mailmanager.db import leases, store
+from mailmanager.db import leases, models, store
 from mailmanager.sync import watch
-from mailmanager.workers import tasks
+from mailmanager.workers import hosts, tasks
 
 log = logging.getLogger(__name__)
 
 GRACE = 8.0  # seconds the running jobs get to finish after SIGTERM (the whole stop < 10 s)
 MAX_RESTART_DELAY = 15.0  # longest wait between two starts while the database is away
+# Seconds between two looks for jobs without a notification. A new job is announced (LISTEN/
+# NOTIFY) and fetched at once; a polling worker finds only the jobs nothing announces: a
+# sync that waited for its mailbox's lock, a dead worker's job put back. 5 s (it was 2 s)
+# keeps those prompt at 12 looks a minute per worker when idle.
+FETCH_POLLING = 5.0
+FORGET_TIMEOUT = 1.0  # seconds a stopping worker waits to delete its `worker_hosts` rows
 
 
 def has_schema(engine: Engine) -> bool:
@@ -67,6 +74,7 @@ def run_worker(
     assert isinstance(bind, Engine)
     ensure_schema(app, bind)
     received: list[int] = []
+    started = models.utcnow()  # this process's start, as `status` shows it
     first = threading.Event()  # set at the first start (`on_ready` is called once)
 
     async def serve() -> None:
@@ -75,13 +83,14 @@ def run_worker(
         async with app.open_async():
             common: dict[str, Any] = {
                 "install_signal_handlers": False,
-                "update_heartbeat_interval": tasks.HEARTBEAT,
-                "stalled_worker_timeout": tasks.STALLED_AFTER,
+                "update_heartbeat_interval": cfg.workers.heartbeat,
+                "stalled_worker_timeout": cfg.workers.stalled_seconds,
                 "shutdown_graceful_timeout": GRACE,
-                "fetch_job_polling_interval": 2.0,
+                "fetch_job_polling_interval": FETCH_POLLING,
             }
-            runs = [
-                app.run_worker_async(
+            workers = [
+                pq_worker.Worker(
+                    app,
                     name=leases.WORKER_ID,
                     queues=["sync", "default"],
                     concurrency=cfg.workers.concurrency,
@@ -90,15 +99,20 @@ def run_worker(
             ]
             watchable = sum(1 for mb in cfg.mailboxes if watch.may_watch(mb))
             if watchable:  # the watchers hold their slots: never the syncs' ones
-                runs.append(
-                    app.run_worker_async(
+                workers.append(
+                    pq_worker.Worker(
+                        app,
                         name=f"{leases.WORKER_ID}:watch",
                         queues=[tasks.WATCH_QUEUE],
                         concurrency=watchable,
                         **common,
                     )
                 )
+            # Worker.run is procrastinate's `run_worker_async` without the App building it: the
+            # worker ids it registers are ours to read (`_record_hosts`).
+            runs = [w.run() for w in workers]  # type: ignore[no-untyped-call]
             worker = asyncio.ensure_future(asyncio.gather(*runs))
+            recorded: set[int] = set()
             try:
                 # Sync (and watch) at once, as the embedded daemon does, not at the next tick.
                 with contextlib.suppress(pq_exceptions.AlreadyEnqueued):
@@ -116,11 +130,28 @@ def run_worker(
                     if on_ready is not None:
                         on_ready()
                 while not stop.is_set() and not worker.done():
+                    await _record_hosts(workers, recorded)
                     await asyncio.sleep(0.5)
             finally:
                 worker.cancel()  # procrastinate stops gracefully: running jobs get GRACE s
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await worker
+                # In a thread of its own, waited for a bounded time: a database that does
+                # not answer must not hold the stop (SIGTERM: < 10 s) or the restart.
+                forget = threading.Thread(target=hosts.forget, args=(factory, recorded))
+                forget.daemon = True
+                forget.start()
+                await asyncio.to_thread(forget.join, FORGET_TIMEOUT)
+
+    async def _record_hosts(workers: list[pq_worker.Worker], recorded: set[int]) -> None:
+        """Write the host row of each worker registered since the last call."""
+        for w in workers:
+            if w.worker_id is not None and w.worker_id not in recorded:
+                recorded.add(w.worker_id)
+                queues = list(w.queues or [])
+                await asyncio.to_thread(
+                    hosts.record, factory, w.worker_id, w.worker_name or "", queues, started
+                )
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

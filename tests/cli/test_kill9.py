@@ -10,16 +10,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.cli.helpers import canonical_state, cli
-from tests.conftest import ConfigWriter
+from tests.conftest import ConfigWriter, config_text
 
 
-def test_kill_minus_nine_then_resume_equals_uninterrupted_run(
-    corpus_dir: Path, db_url: str, write_config: ConfigWriter, tmp_path: Path
-) -> None:
-    tree = corpus_dir
-    box = f"""
+def _mailbox(tree: Path) -> str:
+    return f"""
         [[mailboxes]]
         name = "corpus"
         connector = "maildir"
@@ -28,13 +28,26 @@ def test_kill_minus_nine_then_resume_equals_uninterrupted_run(
         [sync]
         batch_size = 10
         """
-    cfg = write_config(db_url, box, name="killed.toml")
-    reference_url = f"sqlite:///{tmp_path / 'reference.db'}"
-    reference_cfg = write_config(reference_url, box, name="reference.toml")
-    cli("sync", config=reference_cfg)
-    reference = canonical_state(reference_url)
-    assert len(reference["messages"]) > 2000
 
+
+@pytest.fixture(scope="module")
+def reference(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The state an uninterrupted sync of the corpus leaves (into SQLite): the same for the
+    runs on each backend, so it is made once for both."""
+    root = tmp_path_factory.mktemp("kill9-reference")
+    url = f"sqlite:///{root / 'reference.db'}"
+    path = root / "reference.toml"
+    path.write_text(config_text(url, _mailbox(corpus_dir)))
+    cli("sync", config=path)
+    state = canonical_state(url)
+    assert len(state["messages"]) > 2000
+    return state
+
+
+def test_kill_minus_nine_then_resume_equals_uninterrupted_run(
+    corpus_dir: Path, db_url: str, write_config: ConfigWriter, reference: dict[str, Any]
+) -> None:
+    cfg = write_config(db_url, _mailbox(corpus_dir), name="killed.toml")
     rng = random.Random(os.environ.get("KILL9_SEED", "42"))
     kills = 0
     for _ in range(8):

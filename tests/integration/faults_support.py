@@ -15,11 +15,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import procrastinate
 import sqlalchemy as sa
+from procrastinate import exceptions as pq_exceptions
 
 from mailmanager.db import models
 from mailmanager.notify import outbox
 from mailmanager.testing.dovecot import PASSWORD, DovecotServer
+from mailmanager.workers import tasks
 from tests.conftest import REPO
 from tests.integration.notify_support import Sink
 from tests.mailgen import day, make
@@ -71,6 +74,18 @@ class Cluster:
         self.workers.append(proc)
         self.pgids.add(proc.pid)
         return proc
+
+    def kick(self, task: str) -> None:
+        """Defer the periodic task `task` (`tasks.SYNC_TICK`, "mailmanager.outbox") now, as
+        its cron would at its next tick, with the same queueing lock: the test waits for
+        what it provokes, not for the clock. A tick already queued is enough."""
+        app = procrastinate.App(
+            connector=procrastinate.SyncPsycopgConnector(conninfo=tasks.conninfo(self.engine))
+        )
+        with app.open(), contextlib.suppress(pq_exceptions.AlreadyEnqueued):
+            app.configure_task(name=task, queueing_lock=task).defer(
+                timestamp=int(time.time())  # wall clock: the tick's stamp, as the cron's
+            )
 
     def alive(self) -> list[subprocess.Popen[bytes]]:
         return [w for w in self.workers if w.poll() is None]

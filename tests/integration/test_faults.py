@@ -15,6 +15,12 @@ instead of sent again. The PostgreSQL restart has its own test, on a private clu
 (`pg_cluster`: restarting the shared server would disturb every other test), with the
 workers started at once on its empty database.
 
+Kept short without skipping a fault: heartbeats every second and death after 8 silent ones
+(a live worker on a busy machine is not taken for dead: its sync and the takeover would
+overlap), the periodic ticks kicked when the test provokes them (`Cluster.kick`) instead of
+awaited, conditions awaited instead of sleeps, Dovecot's files in memory (/dev/shm) and the
+private PostgreSQL without disk flushes.
+
 Checked at the end: no two sync runs of one mailbox overlap; every delivered message is
 stored once with exactly the locations of the mailboxes it was delivered to; nothing is
 quarantined; every digest reached the sink exactly once (by Message-ID) and is marked sent;
@@ -26,8 +32,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from email import message_from_bytes, policy
@@ -41,6 +49,7 @@ from mailmanager import config
 from mailmanager.db import models, store
 from mailmanager.notify import outbox
 from mailmanager.testing.dovecot import DovecotServer, dovecot_binary
+from mailmanager.workers import tasks
 from tests.conftest import ConfigWriter, new_pg_database
 from tests.integration import faults_support
 from tests.integration.conftest import IN_CI
@@ -53,11 +62,15 @@ from tests.integration.faults_support import (
     wait,
 )
 from tests.integration.notify_support import free_port
-from tests.integration.pg_cluster import pg_bin, private_postgres
+from tests.integration.pg_cluster import FAST, pg_bin, private_postgres
 
 pytestmark = [pytest.mark.postgres, pytest.mark.dovecot]
 
 BOXES = 20
+OUTBOX_TICK = "mailmanager.outbox"  # the outbox's periodic task (`tasks.build_app`)
+# What a worker logs when it loses the database: its LISTEN connection (procrastinate), its
+# pool (psycopg), its restart (`runner`).
+OUTAGE = (b"listener error", b"error connecting", b"cannot reach the database", b"ended without")
 
 
 @pytest.fixture
@@ -68,8 +81,14 @@ def server() -> Iterator[DovecotServer]:
         if IN_CI:
             pytest.fail(f"CI is set but {reason}")
         pytest.skip(reason)
-    with DovecotServer() as dovecot:
-        yield dovecot
+    shm = Path("/dev/shm")  # mail and indexes in memory: no waits on a busy disk
+    root = Path(tempfile.mkdtemp(prefix="mm-dovecot-", dir=shm)) if shm.is_dir() else None
+    try:
+        with DovecotServer(root) as dovecot:
+            yield dovecot
+    finally:
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -107,6 +126,8 @@ def test_three_workers_survive_kills_outages_and_sigterm(
         batch_size = 20
         [workers]
         concurrency = 4
+        heartbeat = 1
+        stalled_after = 8
         [reminders]
         enabled = false
         [smtp]
@@ -151,6 +172,7 @@ def test_three_workers_survive_kills_outages_and_sigterm(
         for _attempt in range(4):
             known = len(cluster.runs())
             cluster.deliver([users[5]], 300)
+            cluster.kick(tasks.SYNC_TICK)
 
             def running(start: int = known) -> Run | None:
                 runs = cluster.runs()[start:]
@@ -179,6 +201,7 @@ def test_three_workers_survive_kills_outages_and_sigterm(
         # 3. SMTP down then up, digests due meanwhile.
         sink.stop()
         digests |= _enqueue_digests(cfg, pg_url, users[10:14], "second")
+        cluster.kick(OUTBOX_TICK)
 
         def failed_attempts() -> bool:
             with cluster.engine.connect() as conn:
@@ -197,6 +220,7 @@ def test_three_workers_survive_kills_outages_and_sigterm(
         server.stop()
         cluster.deliver([users[8]], 3)
         cluster.deliver([users[2], users[9]], 1)
+        cluster.kick(tasks.SYNC_TICK)
         wait(
             lambda: any(r[1] == "error" and r[2] > down_at for r in cluster.runs()),
             "a sync fails while Dovecot is down",
@@ -204,6 +228,7 @@ def test_three_workers_survive_kills_outages_and_sigterm(
             cluster,
         )
         server.start()
+        cluster.kick(tasks.SYNC_TICK)
 
         # Everything converges: the taken-over mailbox, the mail, the digests.
         def converged() -> bool:
@@ -228,6 +253,7 @@ def test_three_workers_survive_kills_outages_and_sigterm(
         known = len(cluster.runs())
         for user in users[::3]:
             cluster.deliver([user], 100)
+        cluster.kick(tasks.SYNC_TICK)
         wait(
             lambda: sum(r[1] == "running" for r in cluster.runs()[known:]) >= 2,
             "syncs are running",
@@ -273,7 +299,8 @@ def test_workers_started_at_once_survive_a_postgresql_restart(
     users = [f"pg{i}" for i in range(4)]
     mailboxes = faults_support.imap_mailboxes(server.imap_port, users)
     extra = "[sync]\ninterval = 10\n[reminders]\nenabled = false\n"
-    with private_postgres(binaries) as pg:
+    extra += "[workers]\nheartbeat = 1\nstalled_after = 8\n"
+    with private_postgres(binaries, FAST) as pg:
         cluster = Cluster(write_config(pg.url, mailboxes, extra), tmp_path, server, pg.url)
         cluster.deliver(users[:2], 1)
         for user in users:
@@ -289,11 +316,21 @@ def test_workers_started_at_once_survive_a_postgresql_restart(
             for _ in range(3):  # at once, on an empty database
                 cluster.start()
             wait(all_stored, "the first syncs", 60, cluster)
+            logs = {Path(f.name): Path(f.name).stat().st_size for f in cluster.files}
             pg.stop()
             cluster.deliver(users[1:3], 2)  # mail arrives while the database is down
             cluster.deliver([users[3]], 5)
-            time.sleep(3)  # wall clock: the workers meet the outage
-            pg.start()
+
+            def met(log: Path, since: int) -> bool:  # logged the outage after the stop
+                return any(line in log.read_bytes()[since:] for line in OUTAGE)
+
+            wait(
+                lambda: all(met(log, since) for log, since in logs.items()),
+                "every worker meets the outage",
+                20,
+                cluster,
+            )
+            pg.start(FAST)
             took = wait(all_stored, "the mail after the restart", 60, cluster)
             print(f"stored {took:.1f} s after PostgreSQL came back")
             assert len(cluster.alive()) == 3, cluster.tails()

@@ -258,6 +258,25 @@ def test_full_weeks_and_person_access(team: tuple[config.Config, Session]) -> No
     assert refused.value.exists is False
 
 
+@pytest.mark.parametrize("one_pass", [0, 10_000])
+def test_company_figures_by_one_pass_or_by_anchors_agree(
+    team: tuple[config.Config, Session], monkeypatch: pytest.MonkeyPatch, one_pass: int
+) -> None:
+    """`_company_stats` reads a few companies through the anchors' index and many in one
+    grouped pass: both give the figures checked above."""
+    cfg, s = team
+    monkeypatch.setattr(kpis, "ONE_PASS", one_pass)
+    f = kpis.dashboard(s, cfg, viewer(cfg, "carol@example.com"), NOW, weeks=2).total
+    assert f.churn == 1 and [q.name for q in f.quiet] == ["Old Corp"]
+    assert dict(f.segments) == {"vip": 0, "active": 2, "at_risk": 1, "dormant": 0}
+    ids = sorted(s.scalars(sa.select(models.Company.id)))
+    monkeypatch.setattr(kpis, "ONE_PASS", 10_000)
+    by_anchor = kpis._company_stats(s, ids, NOW)
+    monkeypatch.setattr(kpis, "ONE_PASS", 0)
+    assert kpis._company_stats(s, ids, NOW) == by_anchor
+    assert any(last is not None for last, _, _ in by_anchor.values())
+
+
 def test_charts_are_wellformed_svg() -> None:
     svg = charts.weekly_bars(
         [("2026-W47", 3, 3), ("2026-W48", 2, 1)], "Messages & <weeks>", "In", "Out"

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager.db import models
 from mailmanager.services import privacy
-from mailmanager.services.search import SearchQuery, SearchResult, search
+from mailmanager.services.search import Position, SearchQuery, SearchResult, search
 from mailmanager.sync import engine as sync
 from tests import recordworld as rw
 from tests.mailgen import day, make
@@ -86,6 +86,34 @@ def test_paging_goes_through_every_hit_once(world: rw.World) -> None:
         [],
     ]
     assert [p.more for p in pages] == [True, False, False]
+
+
+def test_pages_from_the_last_or_first_hit_shown_match_the_offsets(world: rw.World) -> None:
+    """Keyset pages (`before` the last hit: next; `after` the first: previous) are the
+    offset pages, and the previous page of page 2 is page 1 again."""
+    by_offset = [find(world, rw.ALICE, person="jane@acme.fr", limit=1, offset=o) for o in range(4)]
+    assert all(len(p.hits) == 1 for p in by_offset)
+    page = by_offset[0]
+    for o in range(1, 4):
+        last = page.hits[-1]
+        assert last.sent_at is not None
+        at = Position(last.sent_at, last.message_id)
+        assert Position.parse(at.token) == at
+        page = find(world, rw.ALICE, person="jane@acme.fr", limit=1, offset=o, before=at)
+        assert subjects(page) == subjects(by_offset[o]) and page.offset == o
+    assert page.more is False
+    first = page.hits[0]
+    assert first.sent_at is not None
+    back = find(
+        world,
+        rw.ALICE,
+        person="jane@acme.fr",
+        limit=2,
+        offset=1,
+        after=Position(first.sent_at, first.message_id),
+    )
+    assert subjects(back) == ["Catalogue 2027", "RE: Devis portes"] and back.more
+    assert Position.parse("2026-11-25T09:00:00~3") is None  # no time zone: by offset
 
 
 def test_a_salesperson_finds_no_colleagues_mail_off_records_nor_its_content(

@@ -11,6 +11,7 @@ import time_machine
 from hypothesis import strategies as st
 
 from mailmanager.reminders import businesstime as bt
+from tests.conftest import examples
 
 PARIS = bt.calendar("Europe/Paris", holiday_country="FR")
 MOSELLE = bt.calendar("Europe/Paris", holiday_country="FR", holiday_subdivision="57")
@@ -177,7 +178,7 @@ CALENDARS = (
 )
 
 
-@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.settings(max_examples=examples(300), deadline=None)
 @hypothesis.given(
     cal=st.sampled_from(CALENDARS),
     start=st.datetimes(datetime(2025, 1, 1), datetime(2028, 12, 31), timezones=st.just(UTC)),

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from mailmanager.mail import parsing
 from mailmanager.mail import replies as rt
+from tests.conftest import examples
 
 RECEIVED = datetime(2026, 11, 16, 10, tzinfo=UTC)  # a Monday
 
@@ -171,7 +172,7 @@ def test_bodies_no_rule_reads_are_not_read(headers: dict[str, str]) -> None:
     assert _message("Could you confirm?", **headers).text_facts is None
 
 
-@hypothesis.settings(max_examples=500, deadline=None)
+@hypothesis.settings(max_examples=examples(500), deadline=None)
 @hypothesis.given(st.lists(st.sampled_from([*" \n\t@.:/ahptw", "http://", "https://", "www."])))
 def test_links_and_addresses_are_found_as_the_general_pattern_finds_them(
     pieces: list[str],
@@ -233,14 +234,14 @@ _LINES = [
 _WORDS = [*rt._CLOSERS, "Jean", "Alice", "commande", "2", "x_y", "merci2", "-", ",", "!", "'"]
 
 
-@hypothesis.settings(max_examples=500, deadline=None)
+@hypothesis.settings(max_examples=examples(500), deadline=None)
 @hypothesis.given(st.lists(st.sampled_from(_LINES), max_size=8))
 def test_the_new_text_is_found_as_every_pattern_on_every_line_finds_it(lines: list[str]) -> None:
     body = "\n".join(lines)
     assert rt.new_text(body) == _general_new_text(body)
 
 
-@hypothesis.settings(max_examples=500, deadline=None)
+@hypothesis.settings(max_examples=examples(500), deadline=None)
 @hypothesis.given(st.lists(st.sampled_from(_WORDS), max_size=9), st.sampled_from([" ", ", "]))
 def test_closers_are_found_as_every_formula_everywhere_finds_them(
     words: list[str], sep: str

@@ -5,8 +5,9 @@
   emailed link; `web_server.url`, `.sink` (emails), `.session()` (the database), `.cli(...)`.
 - `signed_in(email)`: the same, on `web_server`, closed after the test.
 - `web_server_pg` (one per module): the same over PostgreSQL.
-- `start_web_server(web_extra="")`: another server (e.g. with other `[web]` keys), stopped
-  after the test.
+- `start_web_server(web_extra="", edit=...)`: another server (e.g. with other `[web]` keys,
+  or its configuration's text changed by `edit` before it starts), stopped after the test.
+- `chromium` (the session's browser) and `watch` (one per test): see `tests/web/browser.py`.
 - `web_template`: the synced database the servers copy; `.bob_reminder` is bob's reminder id,
   `.alice_reminders` alice's open ones.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +25,7 @@ import pytest
 from tests import faketime
 from tests.conftest import new_pg_database
 from tests.integration.notify_support import Sink
+from tests.web import browser
 from tests.web.support import (
     Template,
     WebServer,
@@ -70,8 +73,9 @@ def start_web_server(
 ) -> Iterator[Callable[..., WebServer]]:
     started: list[WebServer] = []
 
-    def start(web_extra: str = "") -> WebServer:
-        server = start_server(tmp_path_factory.mktemp("web"), web_template, web_sink, web_extra)
+    def start(web_extra: str = "", edit: Callable[[str], str] = lambda text: text) -> WebServer:
+        root = tmp_path_factory.mktemp("web")
+        server = start_server(root, web_template, web_sink, web_extra, edit=edit)
         started.append(server)
         return server
 
@@ -92,6 +96,29 @@ def signed_in(web_server: WebServer) -> Iterator[Callable[[str], httpx.Client]]:
     yield sign_in
     for client in clients:
         client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_chromium() -> Iterator[None]:
+    """Stop the session's Chromium (`browser.shared`), if a test started it, at the end."""
+    yield
+    browser.stop_shared()
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """The session's headless Chromium (see `tests/web/browser.py`)."""
+    with browser.launch() as started:
+        yield started
+
+
+@pytest.fixture
+def watch(artifacts_dir: Path) -> Iterator[browser.Watch]:
+    """A `browser.Watch` saving under `artifacts_dir`; its pages' contexts are closed after
+    the test, so the next test meets a browser with nothing open."""
+    watching = browser.Watch(artifacts_dir)
+    yield watching
+    watching.close()
 
 
 @pytest.fixture

@@ -398,15 +398,22 @@ def start_pg_server(root: Path, db_url: str, sink: Sink) -> WebServer:
 
 
 def start_server(
-    root: Path, template: Template, sink: Sink, web_extra: str = "", extra: str = ""
+    root: Path,
+    template: Template,
+    sink: Sink,
+    web_extra: str = "",
+    extra: str = "",
+    edit: Callable[[str], str] = lambda text: text,
 ) -> WebServer:
     """A server over a copy of the template database (its own secret file and port);
-    `web_extra` and `extra` as `config_text` takes them."""
+    `web_extra` and `extra` as `config_text` takes them; `edit` changes the configuration
+    file's text before the server first starts (as `WebServer.restart` does after)."""
     root.mkdir(parents=True, exist_ok=True)
     db = root / "web.db"
     shutil.copy(template.db, db)
     port = free_port()
     path = root / "web.toml"
-    path.write_text(config_text(db, sink.port, port, root / "web.key", web_extra, extra))
+    text = config_text(db, sink.port, port, root / "web.key", web_extra, extra)
+    path.write_text(edit(text))
     server = WebServer(root, path, f"http://127.0.0.1:{port}", sink, template)
     return server.start()

@@ -57,17 +57,17 @@ def seeded(web_server: WebServer) -> dict[str, int]:
 
 
 @pytest.fixture
-def admin_page(web_server: WebServer, artifacts_dir: Path) -> Iterator[tuple[Any, Any]]:
+def admin_page(
+    web_server: WebServer, chromium: Any, watch: browser.Watch
+) -> Iterator[tuple[Any, Any]]:
     """A Chromium page signed in as dave (admin, French), and its watch."""
     client = web_server.sign_in("dave@example.com")
     token = client.cookies.get("mm_session")
     client.close()
-    with browser.launch() as chromium:
-        watch = browser.Watch(artifacts_dir)
-        page = watch.page(chromium, locale="fr-FR")
-        page.context.add_cookies([{"name": "mm_session", "value": token, "url": web_server.url}])
-        yield page, watch
-        watch.assert_no_console_errors()
+    page = watch.page(chromium, locale="fr-FR")
+    page.context.add_cookies([{"name": "mm_session", "value": token, "url": web_server.url}])
+    yield page, watch
+    watch.assert_no_console_errors()
 
 
 def test_mailbox_test_and_sync_now_from_the_admin_page(

@@ -5,6 +5,8 @@ only; CSRF."""
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -248,3 +250,45 @@ def test_csrf_and_sign_in_are_required_to_act(
         assert refused.status_code == 401
         assert anonymous.get("/followups").status_code == 303
     assert _state(web_server) == before
+
+
+def test_many_follow_ups_are_shown_a_page_at_a_time(
+    web_server: WebServer, signed_in: Callable[[str], httpx.Client]
+) -> None:
+    """55 more follow-ups for alice: the first page shows 50 of her 62, soonest due first,
+    with the totals and a link to the next page, which shows the other 12."""
+    with web_server.session() as s, s.begin():
+        who = sa.select(models.User.id).where(models.User.email == "alice@example.com")
+        uid = s.scalars(who).one()
+        extra = [
+            R(
+                user_id=uid,
+                kind="awaiting_reply",
+                cycle=900_000 + k,
+                due_at=NOW - timedelta(days=30, minutes=k),  # before every synced one
+                status="pending",
+                contact_email=f"c{k}@customer.test",
+                waiting_since=NOW - timedelta(days=40),
+            )
+            for k in range(55)
+        ]
+        s.add_all(extra)
+        s.flush()
+        ids = [r.id for r in extra]
+    try:
+        alice = signed_in("alice@example.com")
+        first = alice.get("/followups")
+        assert first.status_code == 200
+        shown = [int(i) for i in re.findall(r'id="followup-(\d+)"', first.text)]
+        assert shown == ids[::-1][:50]  # the longest overdue first
+        assert "À faire maintenant (62)" in first.text
+        nxt = re.search(r'<a href="(/followups\?[^"]+)" rel="next">', first.text)
+        assert nxt is not None
+        second = alice.get(html.unescape(nxt[1]))
+        rest = [int(i) for i in re.findall(r'id="followup-(\d+)"', second.text)]
+        assert rest[:5] == ids[::-1][50:]
+        assert sorted(rest[5:]) == sorted(web_server.template.alice_reminders)
+        assert 'rel="next"' not in second.text and "Revenir au début" in second.text
+    finally:
+        with web_server.session() as s, s.begin():
+            s.execute(sa.delete(R.__table__).where(R.__table__.c.id.in_(ids)))

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -267,25 +268,25 @@ def test_oidc_config_is_checked(
     assert "written-here" not in text
 
 
-def test_sign_in_with_the_provider_in_chromium(fresh: Setup, artifacts_dir: Path) -> None:
+def test_sign_in_with_the_provider_in_chromium(
+    fresh: Setup, chromium: Any, watch: browser.Watch, artifacts_dir: Path
+) -> None:
     print(f"artifacts: {artifacts_dir}")
-    with browser.launch() as chromium:
-        watch = browser.Watch(artifacts_dir)
-        page = watch.page(chromium, locale="en-US")
-        page.goto(f"{fresh.server.url}/followups")
-        assert page.url.endswith("/signin?next=/followups")
-        watch.check(page, "signin-with-provider-en")
-        page.get_by_role("link", name="Sign in with TestIdP").click()
-        page.wait_for_url("**/followups")
-        assert page.get_by_role("heading", level=1).inner_text() == "Mes relances"
-        watch.check(page, "followups-after-oidc-fr")
-        fresh.idp.identity = Identity("stranger@example.org")
-        page.context.clear_cookies()
-        page.goto(f"{fresh.server.url}/signin")
-        page.get_by_role("link", name="Sign in with TestIdP").click()
-        page.wait_for_load_state()
-        assert page.get_by_role("heading", level=1).inner_text() == "Sign-in refused"
-        watch.check(page, "oidc-refused-en")
-        # The refusal page is a 403 navigation: Chromium logs its status, nothing else.
-        watch.errors = [e for e in watch.errors if not ("/callback?" in e and "403" in e)]
-        watch.assert_no_console_errors()
+    page = watch.page(chromium, locale="en-US")
+    page.goto(f"{fresh.server.url}/followups")
+    assert page.url.endswith("/signin?next=/followups")
+    watch.check(page, "signin-with-provider-en")
+    page.get_by_role("link", name="Sign in with TestIdP").click()
+    page.wait_for_url("**/followups")
+    assert page.get_by_role("heading", level=1).inner_text() == "Mes relances"
+    watch.check(page, "followups-after-oidc-fr")
+    fresh.idp.identity = Identity("stranger@example.org")
+    page.context.clear_cookies()
+    page.goto(f"{fresh.server.url}/signin")
+    page.get_by_role("link", name="Sign in with TestIdP").click()
+    page.wait_for_load_state()
+    assert page.get_by_role("heading", level=1).inner_text() == "Sign-in refused"
+    watch.check(page, "oidc-refused-en")
+    # The refusal page is a 403 navigation: Chromium logs its status, nothing else.
+    watch.errors = [e for e in watch.errors if not ("/callback?" in e and "403" in e)]
+    watch.assert_no_console_errors()

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager.db import models, store
-from mailmanager.services import signin
+from mailmanager.services import records, signin
 from mailmanager.web import app as web_app
 from tests import recordworld as rw
 from tests.recordworld import ALICE, BOB, CAROL, DAVE, SECRET
@@ -245,3 +245,59 @@ def test_pages_in_english_for_an_english_user(client_for: Clients, world: rw.Wor
     assert "Find a client" in bob.get("/clients").text
     refused = client_for(ALICE).get(f"/messages/{world.ids['msg:b1@acme.fr']}")
     assert "Contenu privé" in refused.text  # Alice reads French
+
+
+def _remind(world: rw.World, who: str, thread: str, kind: str, reason: str) -> None:
+    with store.session_scope(world.factory) as s:
+        user_id = s.scalar(sa.select(models.User.id).where(models.User.email == who))
+        s.add(
+            models.Reminder(
+                thread_id=world.ids[f"thread:{thread}"],
+                user_id=user_id,
+                kind=kind,
+                cycle=world.ids[f"msg:{thread}"],
+                due_at=NOW,
+                status="pending",
+                reason=reason,
+                contact_email="jane@acme.fr",
+            )
+        )
+
+
+def test_reminders_on_a_record_are_worded_in_the_users_language(
+    client_for: Clients, world: rw.World
+) -> None:
+    _remind(world, ALICE, "a1@acme.fr", "awaiting_reply", "No reply from jane@acme.fr yet.")
+    _remind(world, BOB, "b1@acme.fr", "escalation:needs_response", "Escalation about bob: ...")
+    acme = f"/companies/{world.ids['acme']}"
+    french = client_for(ALICE).get(acme)  # Alice reads French
+    assert french.status_code == 200
+    assert "Vous attendez une réponse de Jane Doe" in french.text
+    assert "Jane Doe attend votre réponse" in french.text
+    assert "No reply from" not in french.text and "Escalation about" not in french.text
+    english = client_for(BOB).get(acme)
+    assert "You are waiting for a reply from Jane Doe" in english.text
+    assert "Jane Doe is waiting for your answer" in english.text
+
+
+def test_a_colleagues_private_thread_is_on_no_page(
+    client_for: Clients, world: rw.World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(records, "THREADS_PER_PAGE", 1)
+    with store.session_scope(world.factory) as s:
+        s.execute(
+            sa.update(models.Thread)
+            .where(models.Thread.id == world.ids["thread:b1@acme.fr"])
+            .values(private_owner=BOB)
+        )
+    acme = f"/companies/{world.ids['acme']}"
+    alice = client_for(ALICE)
+    for page in (1, 2, 3, 4):
+        reply = alice.get(acme, params={"page": page})
+        assert reply.status_code == 200 and "Catalogue 2027" not in reply.text
+        assert "Page 2 sur 2" in reply.text or page != 2
+    assert "Page 1 sur 2" in alice.get(acme).text  # two threads: Bob's is not counted
+    bob = client_for(BOB)
+    assert "Page 1 of 3" in bob.get(acme).text
+    assert "Catalogue 2027" in bob.get(acme, params={"page": 2}).text
+    assert alice.get(acme, params={"page": 10**30}).status_code == 200  # past the end

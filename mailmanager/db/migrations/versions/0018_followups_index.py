@@ -1,4 +1,5 @@
-"""an index on reminders (user_id, status, due_at) for My follow-ups (reserved: web performance)
+"""an index on reminders (user_id, status, due_at): My follow-ups reads one user's open
+reminders soonest due first without walking every pending reminder of the organization
 
 Revision ID: 0018
 Revises: 0017
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from alembic import op
+
 revision: str = "0018"
 down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
@@ -16,8 +19,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_index(
+        "ix_reminders_user_status_due", "reminders", ["user_id", "status", "due_at"]
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index("ix_reminders_user_status_due", table_name="reminders")
