@@ -218,6 +218,10 @@ COMMANDS = {
         "Erase or export a person's data, apply retention, read the audit log (GDPR).",
     ),
     # the web workspace
+    "tokens": Lazy(
+        "mailmanager.cli.tokens:tokens_group",
+        "Create, list and revoke the bearer tokens of the REST API (/api/v1).",
+    ),
     "web": Lazy(
         "mailmanager.cli.web:web_cmd",
         "Serve the web workspace (follow-ups, sign-in by emailed link) until interrupted.",

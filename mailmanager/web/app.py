@@ -4,7 +4,8 @@ Pages are server-rendered (Jinja2, `web/templates/`), every state change is a fo
 checked for its CSRF token (`deps.check_csrf`, app-wide), and every response carries a
 Content-Security-Policy without inline script or style, no framing, no referrer across
 sites and no MIME sniffing. Each page module (`PAGES`) is a router, with its navigation
-entry when it has one.
+entry when it has one. The REST API is mounted at `/api/v1` as an app of its own
+(`api.app.create_api`): bearer tokens, no cookie, so no CSRF check; its own schema and errors.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailmanager import __version__
 from mailmanager import config as config_mod
+from mailmanager.api import app as api_app
 from mailmanager.db import models, store
 from mailmanager.web import (
     admin,
@@ -193,6 +195,8 @@ def create_app(
     app.state.web = state
     for page in PAGES:
         app.include_router(page.router)
+    # Its own app: its own schema, errors and bearer tokens; no cookie, so no CSRF check.
+    app.mount("/api/v1", api_app.create_api(cfg, session_factory, clock), name="api")
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     app.add_middleware(BodyLimit, limit=cfg.web.max_upload_mb * 1024 * 1024)

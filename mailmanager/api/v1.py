@@ -1,0 +1,196 @@
+"""The routes of `/api/v1` and what they need: the caller (`caller`: the request's bearer
+token, checked by `services.apitokens`) and the scope a route requires (`scope`).
+
+Each route opens one transaction, calls `services/` with the caller's `Viewer`, and
+answers with a pydantic model (which the OpenAPI schema describes). Lists are paged by an
+opaque `cursor` (keyset: stable when rows are added before it), `limit` at most 200.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailmanager import config as config_mod
+from mailmanager.db import store
+from mailmanager.services import apitokens, followups
+
+MAX_LIMIT = 200
+
+
+@dataclass
+class ApiState:
+    """The API's configuration and database, at `request.app.state.api`."""
+
+    cfg: config_mod.Config
+    factory: sessionmaker[Session]
+    clock: Callable[[], datetime]
+
+
+def api(request: Request) -> ApiState:
+    state: ApiState = request.app.state.api
+    return state
+
+
+@contextmanager
+def transaction(request: Request) -> Iterator[Session]:
+    """One database transaction: committed when the block ends, rolled back on error."""
+    with store.session_scope(api(request).factory) as s:
+        yield s
+
+
+class Unauthorized(HTTPException):
+    """401 with the `WWW-Authenticate: Bearer` challenge (RFC 6750)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(401, detail, headers={"WWW-Authenticate": 'Bearer realm="mailmanager"'})
+
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="token",
+    description="A token from `mailmanager tokens create`: `Authorization: Bearer mm_...`.",
+)
+
+
+def caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> apitokens.Caller:
+    """Who the request's bearer token is (401 when there is none, or it is unknown,
+    revoked, expired or its user gone: the same answer, so as not to tell which)."""
+    if credentials is None:
+        raise Unauthorized("send a token: Authorization: Bearer mm_...")
+    state = api(request)
+    with transaction(request) as s:
+        found = apitokens.authenticate(s, state.cfg, credentials.credentials, state.clock())
+    if found is None:
+        raise Unauthorized("the token is unknown, revoked or expired")
+    return found
+
+
+def scope(name: str) -> Callable[[apitokens.Caller], apitokens.Caller]:
+    """A dependency: the caller, when their token holds scope `name` (else 403)."""
+
+    def check(who: Annotated[apitokens.Caller, Depends(caller)]) -> apitokens.Caller:
+        if name not in who.scopes:
+            raise HTTPException(403, f"this route needs a token with the {name!r} scope")
+        return who
+
+    return check
+
+
+Reader = Annotated[apitokens.Caller, Depends(scope("read"))]
+
+router = APIRouter()
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class Me(BaseModel):
+    """The user a token acts as, and the token."""
+
+    email: str
+    name: str
+    role: str
+    locale: str
+    timezone: str
+    sees_content_of: list[str]
+    token: TokenOut
+
+
+@router.get("/me", summary="Who the token is")
+def me(who: Reader) -> Me:
+    """The token's user (their role, and whose mail content they may read) and the token
+    (its scopes and expiry)."""
+    v, t = who.viewer, who.token
+    return Me(
+        email=v.email,
+        name=v.name,
+        role=v.role,
+        locale=v.locale,
+        timezone=v.timezone,
+        sees_content_of=sorted(v.sees_content_of),
+        token=TokenOut(
+            id=t.id,
+            name=t.name,
+            scopes=sorted(who.scopes, key=apitokens.SCOPES.index),
+            created_at=t.created_at,
+            expires_at=t.expires_at,
+        ),
+    )
+
+
+class ReminderOut(BaseModel):
+    """An open follow-up (pending, sent or snoozed), as "My follow-ups" shows it."""
+
+    id: int
+    kind: str
+    status: str
+    user: str
+    thread_id: int | None
+    subject: str
+    contact: str
+    contact_email: str
+    company: str
+    opportunity: str
+    reason: str
+    due_at: datetime
+    due: bool
+    waiting_since: datetime | None
+    business_days_waiting: int
+    snoozed_until: datetime | None
+    escalated_from: str | None
+    last_from: str
+    snippet: str
+
+
+class ReminderPage(BaseModel):
+    """A page of reminders; `next` is the cursor of the next page (null on the last)."""
+
+    items: list[ReminderOut]
+    next: str | None
+
+
+@router.get("/reminders", summary="Open follow-ups")
+def reminders(
+    request: Request,
+    who: Reader,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = followups.PAGE,
+    cursor: Annotated[str | None, Query(description="`next` of the previous page.")] = None,
+    user: Annotated[
+        str | None, Query(description="Only this user's (yourself or a user you manage).")
+    ] = None,
+) -> ReminderPage:
+    """The caller's open follow-ups, and those of the users they manage, soonest due first
+    (the ones due now come first)."""
+    after = followups.After.parse(cursor) if cursor is not None else None
+    if cursor is not None and after is None:
+        raise HTTPException(422, "the cursor is not one this API gave")
+    if user is not None and user not in who.viewer.sees_content_of:
+        raise HTTPException(403, "you may list only your own follow-ups and your reports'")
+    state = api(request)
+    with transaction(request) as s:
+        found = followups.list_followups(
+            s, state.cfg, who.viewer, state.clock(), user, limit + 1, after
+        )
+    page = found[:limit]
+    last = page[-1] if len(found) > limit else None
+    return ReminderPage(
+        items=[ReminderOut.model_validate(f, from_attributes=True) for f in page],
+        next=followups.After(last.due_at, last.id).token if last else None,
+    )
