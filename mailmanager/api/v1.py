@@ -1,5 +1,6 @@
 """The routes of `/api/v1` and what they need: the caller (`caller`: the request's bearer
-token, checked by `services.apitokens`) and the scope a route requires (`scope`).
+token, checked by `services.apitokens`, and within its rate limit: `api.ratelimit`) and the
+scope a route requires (`scope`).
 
 Each route opens one transaction, calls `services/` with the caller's `Viewer`, and
 answers with a pydantic model (which the OpenAPI schema describes). Lists are paged by an
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config as config_mod
+from mailmanager.api.ratelimit import RateLimiter
 from mailmanager.db import store
 from mailmanager.services import apitokens, followups
 
@@ -33,6 +35,10 @@ class ApiState:
     cfg: config_mod.Config
     factory: sessionmaker[Session]
     clock: Callable[[], datetime]
+    limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = RateLimiter(self.cfg.api.requests_per_minute)
 
 
 def api(request: Request) -> ApiState:
@@ -66,7 +72,8 @@ def caller(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> apitokens.Caller:
     """Who the request's bearer token is (401 when there is none, or it is unknown,
-    revoked, expired or its user gone: the same answer, so as not to tell which)."""
+    revoked, expired or its user gone: the same answer, so as not to tell which; 429 with
+    `Retry-After` when the token has made `[api] requests_per_minute` requests already)."""
     if credentials is None:
         raise Unauthorized("send a token: Authorization: Bearer mm_...")
     state = api(request)
@@ -74,6 +81,15 @@ def caller(
         found = apitokens.authenticate(s, state.cfg, credentials.credentials, state.clock())
     if found is None:
         raise Unauthorized("the token is unknown, revoked or expired")
+    wait = state.limiter.hit(found.token.id)
+    if wait:
+        limit = state.cfg.api.requests_per_minute
+        raise HTTPException(
+            429,
+            f"this token made {limit} requests within a minute ([api] requests_per_minute); "
+            f"try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
     return found
 
 

@@ -38,6 +38,7 @@ from sqlalchemy.exc import ArgumentError
 
 from mailmanager import registry, spi
 from mailmanager.config import oidc, reminder_kinds, schema
+from mailmanager.config.api import ApiConfig
 from mailmanager.config.oidc import OidcProvider
 from mailmanager.config.retention import RetentionConfig
 from mailmanager.config.schema import Context, Invalid, Problems, spec
@@ -559,6 +560,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     oidc: tuple[OidcProvider, ...] = ()
 
     @functools.cached_property
@@ -670,6 +672,7 @@ SECTIONS: dict[str, schema.Section] = {
     "web": schema.Section(WebConfig),
     "retention": schema.Section(RetentionConfig),
     "workers": schema.Section(WorkersConfig),
+    "api": schema.Section(ApiConfig),
     "oidc": schema.Section(OidcProvider, array=True, reader=oidc.read),
 }
 

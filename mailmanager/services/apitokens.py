@@ -1,5 +1,6 @@
 """Bearer tokens of the REST API (`/api/v1`): created, listed and revoked by `mailmanager
-tokens` (later by a web page), checked on every API request by `authenticate`.
+tokens` and by the workspace's "API tokens" page (`web.apitokens`), checked on every API
+request by `authenticate`.
 
 A token is `mm_` followed by 32 random bytes (URL-safe base64); it is shown once, when it
 is created, and only its SHA-256 is stored, like a web session's cookie
@@ -133,10 +134,12 @@ def list_tokens(session: Session, user: str | None = None) -> list[TokenInfo]:
     return [_info(row) for row in session.scalars(stmt)]
 
 
-def revoke(session: Session, token_id: int, now: datetime) -> TokenInfo:
-    """Revoke token `token_id` at `now` (again: no change). Raises TokenError if none."""
+def revoke(session: Session, token_id: int, now: datetime, owner: str | None = None) -> TokenInfo:
+    """Revoke token `token_id` at `now` (again: no change). Raises TokenError if none, or
+    if `owner` is given and the token is not theirs (the same answer: a user revoking their
+    own tokens on the web page learns nothing of other people's)."""
     row = session.get(ApiToken, token_id) if 0 < token_id < 2**31 else None
-    if row is None:
+    if row is None or (owner is not None and row.user_email != owner):
         raise TokenError(f"no API token {token_id}")
     if row.revoked_at is None:
         row.revoked_at = now

@@ -34,6 +34,7 @@ from mailmanager.api import app as api_app
 from mailmanager.db import models, store
 from mailmanager.web import (
     admin,
+    apitokens,
     dashboard,
     deps,
     followups,
@@ -50,7 +51,19 @@ from mailmanager.web import (
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
-PAGES = (signin, oidc, followups, links, records, threads, review, dashboard, search, admin)
+PAGES = (
+    signin,
+    oidc,
+    followups,
+    links,
+    records,
+    threads,
+    review,
+    dashboard,
+    search,
+    apitokens,
+    admin,
+)
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "font-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "

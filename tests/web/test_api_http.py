@@ -1,7 +1,8 @@
 """The REST API's first routes over HTTP against a real `mailmanager web` process: tokens made
 by `mailmanager tokens create` (under the server's pinned clock), `/api/v1/me`,
 `/api/v1/reminders` with its visibility rule and cursor pages, 401/403/404/422 as RFC 9457
-problem details, the API's own OpenAPI 3.1 schema, and tokens stored hashed."""
+problem details, the API's own OpenAPI 3.1 schema, tokens stored hashed, and each token's
+rate limit (429 with Retry-After)."""
 
 from __future__ import annotations
 
@@ -206,3 +207,19 @@ def test_the_interactive_docs_render_offline_in_chromium(
     assert "OAS 3.1" in page.inner_text("body")
     page.screenshot(path=str(watch.artifacts / "api-docs.png"), full_page=True)
     watch.assert_no_console_errors()
+
+
+def test_each_token_has_its_own_rate_limit(start_web_server: Callable[..., WebServer]) -> None:
+    server = start_web_server(edit=lambda text: text + "\n[api]\nrequests_per_minute = 3\n")
+    _, alice_token = make_token(server, "alice@example.com")
+    _, bob_token = make_token(server, "bob@example.com")
+    with api(server, alice_token) as alice, api(server, bob_token) as bob:
+        for _ in range(3):
+            assert alice.get("/me").status_code == 200
+        refused = alice.get("/me")
+        body = assert_problem(refused, 429)
+        assert "requests_per_minute" in body["detail"]
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert_problem(alice.get("/reminders"), 429)  # every route counts, refused or not
+        assert bob.get("/me").status_code == 200  # another token is not affected
+        assert bob.get("/reminders").status_code == 200

@@ -127,3 +127,13 @@ def test_last_use_is_recorded_at_most_once_a_minute(s: Session, cfg: config.Conf
     for seconds, expected in ((0, 0), (30, 0), (59, 0), (60, 60), (100, 60), (121, 121)):
         assert apitokens.authenticate(s, cfg, token, NOW + timedelta(seconds=seconds))
         assert last_used() == NOW + timedelta(seconds=expected)
+
+
+def test_a_user_revokes_only_their_own_tokens(s: Session, cfg: config.Config) -> None:
+    info, token = apitokens.create(s, cfg, "alice@example.com", "a", ["read"], NOW)
+    with pytest.raises(apitokens.TokenError, match=f"no API token {info.id}"):
+        apitokens.revoke(s, info.id, NOW, owner="dave@example.com")
+    assert apitokens.authenticate(s, cfg, token, NOW) is not None
+    mine = apitokens.revoke(s, info.id, NOW, owner="alice@example.com")
+    assert mine.state(NOW) == "revoked"
+    assert apitokens.authenticate(s, cfg, token, NOW) is None
