@@ -151,34 +151,11 @@ def me(who: Reader) -> Me:
     )
 
 
-class ReminderOut(BaseModel):
-    """An open follow-up (pending, sent or snoozed), as "My follow-ups" shows it."""
-
-    id: int
-    kind: str
-    status: str
-    user: str
-    thread_id: int | None
-    subject: str
-    contact: str
-    contact_email: str
-    company: str
-    opportunity: str
-    reason: str
-    due_at: datetime
-    due: bool
-    waiting_since: datetime | None
-    business_days_waiting: int
-    snoozed_until: datetime | None
-    escalated_from: str | None
-    last_from: str
-    snippet: str
-
-
 class ReminderPage(BaseModel):
-    """A page of reminders; `next` is the cursor of the next page (null on the last)."""
+    """A page of reminders; `next` is the cursor of the next page (null on the last). Each
+    item is `services.followups.Followup`, as "My follow-ups" shows it."""
 
-    items: list[ReminderOut]
+    items: list[followups.Followup]
     next: str | None
 
 
@@ -207,6 +184,6 @@ def reminders(
     page = found[:limit]
     last = page[-1] if len(found) > limit else None
     return ReminderPage(
-        items=[ReminderOut.model_validate(f, from_attributes=True) for f in page],
+        items=page,
         next=followups.After(last.due_at, last.id).token if last else None,
     )

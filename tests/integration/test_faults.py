@@ -34,9 +34,7 @@ import collections
 import contextlib
 import shutil
 import signal
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -260,13 +258,7 @@ def test_three_workers_survive_kills_outages_and_sigterm(
             20,
             cluster,
         )
-        for w in cluster.alive():
-            w.send_signal(signal.SIGTERM)
-        stopped = time.monotonic()  # wall clock: SIGTERM must stop a worker within 10 s
-        for w in cluster.workers:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                w.wait(15)
-        stop_time = time.monotonic() - stopped  # wall clock: see above
+        stop_time = cluster.terminate()
     finally:
         for w in cluster.alive():
             w.kill()
@@ -334,13 +326,7 @@ def test_workers_started_at_once_survive_a_postgresql_restart(
             took = wait(all_stored, "the mail after the restart", 60, cluster)
             print(f"stored {took:.1f} s after PostgreSQL came back")
             assert len(cluster.alive()) == 3, cluster.tails()
-            for w in cluster.alive():
-                w.send_signal(signal.SIGTERM)
-            stopped = time.monotonic()  # wall clock: SIGTERM must stop a worker within 10 s
-            for w in cluster.workers:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    w.wait(15)
-            stop_time = time.monotonic() - stopped  # wall clock: see above
+            stop_time = cluster.terminate()
         finally:
             for w in cluster.alive():
                 w.kill()
