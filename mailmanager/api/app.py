@@ -33,7 +33,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailmanager import __version__
 from mailmanager import config as config_mod
-from mailmanager.api import v1
+from mailmanager.api import admin, mail, records, v1, webhooks
+from mailmanager.api.etag import ETagMiddleware
 from mailmanager.db import models
 
 PREFIX = "/api/v1"
@@ -112,6 +113,9 @@ def create_api(
     )
     app.state.api = v1.ApiState(cfg=cfg, factory=session_factory, clock=clock)
     app.include_router(v1.router)
+    for part in (records, mail, admin, webhooks):
+        app.include_router(part.router)
+    app.add_middleware(ETagMiddleware)
     app.add_api_route("/docs", _docs, include_in_schema=False)
     app.mount(STATIC, StaticFiles(directory=SWAGGER_UI), name="swagger-ui")
 

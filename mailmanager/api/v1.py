@@ -105,6 +105,8 @@ def scope(name: str) -> Callable[[apitokens.Caller], apitokens.Caller]:
 
 
 Reader = Annotated[apitokens.Caller, Depends(scope("read"))]
+Writer = Annotated[apitokens.Caller, Depends(scope("write"))]
+Admin = Annotated[apitokens.Caller, Depends(scope("admin"))]
 
 router = APIRouter()
 
