@@ -57,8 +57,54 @@ class Api(FastAPI):
                 routes=self.routes,
             )
             schema["paths"] = {PREFIX + p: ops for p, ops in schema.get("paths", {}).items()}
+            document_problems(schema)
             self.openapi_schema = schema
         return self.openapi_schema
+
+
+# The errors any operation may answer, as RFC 9457 problem details (`problem`).
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "title": "Problem",
+    "description": "An RFC 9457 problem detail.",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+ERRORS = {
+    "401": "No token, or one unknown, revoked or expired (`WWW-Authenticate: Bearer`).",
+    "403": "The token lacks the scope, or its user may not do this.",
+    "404": "No such item, or not one the caller may see.",
+    "422": "The request's parameters or body are not valid.",
+    "429": "The token's rate limit (`[api] requests_per_minute`); see `Retry-After`.",
+}
+PER_METHOD = {"post": ("409", "413"), "patch": ("409",), "put": ("409", "413")}
+MORE_ERRORS = {
+    "409": "The change conflicts with a stored item (e.g. an identifier already taken).",
+    "413": "The request carries more items than the route accepts.",
+}
+
+
+def document_problems(schema: dict[str, Any]) -> None:
+    """Give every operation the error answers it may give, each a `Problem`
+    (`application/problem+json`), in place of FastAPI's `HTTPValidationError` for 422."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = PROBLEM_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    ref = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for operations in schema.get("paths", {}).values():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            codes = {**ERRORS, **{c: MORE_ERRORS[c] for c in PER_METHOD.get(method, ())}}
+            for code, text in codes.items():
+                answer = responses.setdefault(code, {"description": text})
+                answer["content"] = ref
 
 
 def problem(status: int, detail: str = "", headers: Mapping[str, str] | None = None) -> Response:

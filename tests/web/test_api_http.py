@@ -200,3 +200,19 @@ def test_each_token_has_its_own_rate_limit(start_web_server: Callable[..., WebSe
         assert_problem(alice.get("/reminders"), 429)  # every route counts, refused or not
         assert bob.get("/me").status_code == 200  # another token is not affected
         assert bob.get("/reminders").status_code == 200
+
+
+def test_gets_carry_an_etag_and_answer_304_when_unchanged(web_server: WebServer) -> None:
+    _, token = make_token(web_server, "alice@example.com")
+    with api(web_server, token) as alice:
+        first = alice.get("/reminders", params={"limit": 3})
+        tag = first.headers["ETag"]
+        assert first.status_code == 200 and tag.startswith('"')
+        same = alice.get("/reminders", params={"limit": 3}, headers={"If-None-Match": tag})
+        assert same.status_code == 304 and same.content == b"" and same.headers["ETag"] == tag
+        weak = alice.get("/reminders", params={"limit": 3}, headers={"If-None-Match": f"W/{tag}"})
+        assert weak.status_code == 304
+        other = alice.get("/reminders", params={"limit": 2}, headers={"If-None-Match": tag})
+        assert other.status_code == 200 and other.headers["ETag"] != tag
+        refused = alice.get("/reminders", params={"user": "bob@example.com"})
+        assert refused.status_code == 403 and "ETag" not in refused.headers
