@@ -36,7 +36,13 @@ TOUCH_EVERY = timedelta(minutes=1)  # how stale `last_used_at` may get before it
 
 class TokenError(MailmanagerError):
     """Raised for a token that cannot be created (unknown user, bad scope, admin scope
-    for a user who is not admin) or revoked (no such token)."""
+    for a user who is not admin) or revoked (no such token). `reason` names the case
+    (`no_user`, `no_name`, `bad_scope`, `admin_only`, `bad_days`, `unknown`), so that a page
+    can say it in its user's language; the message is the English one."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -102,16 +108,18 @@ def create(
     description and the token itself, which is never shown again."""
     viewer = viewer_for(cfg, user)
     if viewer is None:
-        raise TokenError(f"no user {user!r} in the configuration ([[users]])")
+        raise TokenError(f"no user {user!r} in the configuration ([[users]])", "no_user")
     if not name.strip():
-        raise TokenError("a token needs a name (what it is for, e.g. the CRM's name)")
+        raise TokenError("a token needs a name (what it is for, e.g. the CRM's name)", "no_name")
     if not all(s in SCOPES for s in scopes):
-        raise TokenError(f"unknown scope; scopes are {', '.join(SCOPES)}")
+        raise TokenError(f"unknown scope; scopes are {', '.join(SCOPES)}", "bad_scope")
     wanted = sorted(set(scopes) or {"read"}, key=SCOPES.index)
     if "admin" in wanted and not viewer.is_admin:
-        raise TokenError(f"the admin scope is for admins only; {viewer.email} is not one")
+        raise TokenError(
+            f"the admin scope is for admins only; {viewer.email} is not one", "admin_only"
+        )
     if expires_days is not None and expires_days < 1:
-        raise TokenError("--expires-days must be 1 or more")
+        raise TokenError("--expires-days must be 1 or more", "bad_days")
     token = PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
         token_hash=token_hash(token),
@@ -140,7 +148,7 @@ def revoke(session: Session, token_id: int, now: datetime, owner: str | None = N
     own tokens on the web page learns nothing of other people's)."""
     row = session.get(ApiToken, token_id) if 0 < token_id < 2**31 else None
     if row is None or (owner is not None and row.user_email != owner):
-        raise TokenError(f"no API token {token_id}")
+        raise TokenError(f"no API token {token_id}", "unknown")
     if row.revoked_at is None:
         row.revoked_at = now
         session.flush()

@@ -55,6 +55,27 @@ i18n.add(
             "Token revoked: it is refused from now on.",
         ),
         "tokens.new": ("Nouveau jeton", "New token"),
+        "tokens.error.no_user": (
+            "Votre compte n'est plus dans la configuration : demandez à un administrateur.",
+            "Your account is no longer in the configuration: ask an administrator.",
+        ),
+        "tokens.error.no_name": (
+            "Donnez un nom au jeton (à quoi il sert, par exemple le nom du CRM).",
+            "Give the token a name (what it is for, e.g. the CRM's name).",
+        ),
+        "tokens.error.bad_scope": (
+            "Portée inconnue : choisissez parmi {scopes}.",
+            "Unknown scope: choose among {scopes}.",
+        ),
+        "tokens.error.admin_only": (
+            "La portée « admin » est réservée aux administrateurs.",
+            "The admin scope is for administrators only.",
+        ),
+        "tokens.error.bad_days": (
+            "La durée de validité doit être comprise entre 1 et {max} jours.",
+            "The validity must be between 1 and {max} days.",
+        ),
+        "tokens.error.unknown": ("Ce jeton n'existe pas.", "No such token."),
         "tokens.name_hint": (
             "À quoi il sert, par exemple le nom du CRM",
             "What it is for, e.g. the CRM's name",
@@ -144,7 +165,9 @@ def create(
                 s, deps.web(request).cfg, viewer.email, name, scope or (), deps.now(request), days
             )
     except apitokens.TokenError as exc:
-        return _page(request, viewer, {"error": str(exc), **form}, status_code=400)
+        t = i18n.translator(viewer.locale)
+        error = t(f"tokens.error.{exc.reason}", scopes=", ".join(apitokens.SCOPES), max=MAX_DAYS)
+        return _page(request, viewer, {"error": error, **form}, status_code=400)
     return deps.render(request, "api_token_created.html", {"info": info, "token": token})
 
 

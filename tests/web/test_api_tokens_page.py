@@ -111,7 +111,9 @@ def test_admin_scope_for_admins_only_and_french(
         "/tokens", data={"csrf": csrf_of(page), "name": "Sneaky", "scope": ["read", "admin"]}
     )
     assert forged.status_code == 400 and not TOKEN.search(forged.text)
-    assert "admin" in forged.text
+    assert "réservée aux administrateurs" in forged.text  # her language, not the service's
+    nameless = alice.post("/tokens", data={"csrf": csrf_of(page), "name": "  "})
+    assert nameless.status_code == 400 and "Donnez un nom au jeton" in nameless.text
     bad_days = alice.post("/tokens", data={"csrf": csrf_of(page), "name": "X", "expires_days": "0"})
     assert bad_days.status_code == 400 and "nombre de jours" in bad_days.text
     fr = alice.post("/tokens", data={"csrf": csrf_of(page), "name": "Mon CRM"})
