@@ -12,6 +12,9 @@ policy: `default-src 'none'` (nothing loads, nothing runs), images from `data:` 
 parts are made data: URLs), and http(s) images too only when the person asked to load
 remote images. Downloads are served as `application/octet-stream` with `nosniff` and a
 sandbox policy, so an HTML or SVG attachment never runs in the workspace's origin.
+
+Each allowed read of a thread, a message, an attachment or the raw message is audited
+(actor `web:<email>`), as the CLI's and the API's reads are (issue #16's read audit).
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
 
-from mailmanager.services import records, threadview
-from mailmanager.services.access import AccessError
+from mailmanager.services import privacy, records, threadview
+from mailmanager.services.access import AccessError, Viewer
 from mailmanager.web import deps, i18n
 from mailmanager.web.records import record_url, refused
 
@@ -129,6 +133,12 @@ i18n.add(
 )
 
 
+def _audit(s: Session, viewer: Viewer, action: str, target: str) -> None:
+    """Audit a read of mail content through the workspace, as the CLI's reads are
+    (`services.privacy.record_read`): actor `web:<email>`; only reads that were allowed."""
+    privacy.record_read(s, f"web:{viewer.email}", action, target)
+
+
 @router.get("/threads/{thread_id}", response_class=HTMLResponse)
 def thread_page(
     request: Request, thread_id: int, viewer: deps.CurrentViewer, ok: str = ""
@@ -137,6 +147,7 @@ def thread_page(
     try:
         with deps.transaction(request) as s:
             view = threadview.thread(s, cfg, viewer, thread_id)
+            _audit(s, viewer, "thread.read", f"thread:{thread_id}")
     except AccessError as exc:
         return refused(request, exc)
     context = {"th": view, "record_url": record_url, "ok": ok if ok in ("link", "unlink") else ""}
@@ -160,6 +171,7 @@ def message_page(
                 threadview.html_body(s, cfg, viewer, message_id, remote) if msg.has_html else None
             )
             shown_headers = threadview.headers(s, cfg, viewer, message_id) if headers else ()
+            _audit(s, viewer, "message.read", f"message:{message_id}")
     except AccessError as exc:
         return refused(request, exc)
     as_text = view == "text" or safe is None or not safe.html.strip()
@@ -237,6 +249,7 @@ def message_part(
     try:
         with deps.transaction(request) as s:
             part, data = threadview.attachment(s, cfg, viewer, message_id, index)
+            _audit(s, viewer, "message.read_part", f"message:{message_id}")
     except AccessError as exc:
         return refused(request, exc)
     return _download(data, part.filename or f"part-{index}")
@@ -248,6 +261,7 @@ def message_raw(request: Request, message_id: int, viewer: deps.CurrentViewer) -
     try:
         with deps.transaction(request) as s:
             data = threadview.raw(s, cfg, viewer, message_id)
+            _audit(s, viewer, "message.read_raw", f"message:{message_id}")
     except AccessError as exc:
         return refused(request, exc)
     return _download(data, f"message-{message_id}.eml")

@@ -90,6 +90,11 @@ def test_a_colleagues_message_by_direct_url(client_for: Clients, world: rw.World
     for url in ("/messages/99999999999999999999", "/messages/99999999999999999999/raw",
                 "/threads/99999999999999999999", "/companies/99999999999999999999"):  # fmt: skip
         assert bob.get(url).status_code == 404, url
+    with world.factory() as s:  # refused reads leave no "read" in the audit log
+        audited = set(s.execute(sa.select(models.AuditLog.actor, models.AuditLog.target)).all())
+    assert (f"web:{BOB}", f"message:{bobs}") in audited  # his own: allowed, audited
+    assert not {(f"web:{who}", f"message:{bobs}") for who in (ALICE, DAVE)} & audited
+    assert (f"web:{BOB}", f"message:{private}") not in audited
     # Signed out: sent to sign in, nothing shown.
     anonymous = client_for(None)
     thread = world.ids["thread:b1@acme.fr"]
@@ -157,6 +162,18 @@ def test_thread_and_message_pages(client_for: Clients, world: rw.World) -> None:
     assert alice.get(f"/messages/{a1}/parts/0").status_code == 404  # a body, not a part
     raw = alice.get(f"/messages/{a1}/raw")
     assert raw.content == rw.html_mail() or b"Message-ID: <a1@acme.fr>" in raw.content
+    with world.factory() as s:
+        reads = s.execute(
+            sa.select(models.AuditLog.action, models.AuditLog.target).where(
+                models.AuditLog.actor == f"web:{ALICE}"
+            )
+        ).all()
+    assert {(a, t) for a, t in reads} == {
+        ("thread.read", f"thread:{devis}"),
+        ("message.read", f"message:{a1}"),
+        ("message.read_part", f"message:{a1}"),
+        ("message.read_raw", f"message:{a1}"),
+    }
     why = client_for(BOB).get(f"/messages/{a1}/explain")  # metadata is enough to explain
     assert why.status_code == 200 and "jane@acme.fr" in why.text and "Voici" not in why.text
     bob_thread = client_for(BOB).get(f"/threads/{devis}")
