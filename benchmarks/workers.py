@@ -40,6 +40,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mailmanager.testing import processes
+
 ADMIN = os.environ.get("MAILMANAGER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parent.parent
 IDLE_INTERVAL = 86400  # the sync tick of an idle measurement: at midnight only
@@ -279,14 +281,7 @@ def main() -> None:
                 takeover = wait_until(taken_over, 180)
             overlap = overlaps(runs(engine))
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        processes.terminate(procs)
         engine.dispose()
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')

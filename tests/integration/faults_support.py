@@ -7,7 +7,6 @@ import collections
 import contextlib
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from procrastinate import exceptions as pq_exceptions
 
 from mailmanager.db import models
 from mailmanager.notify import outbox
+from mailmanager.testing import processes
 from mailmanager.testing.dovecot import PASSWORD, DovecotServer
 from mailmanager.workers import tasks
 from tests.conftest import REPO
@@ -93,13 +93,7 @@ class Cluster:
 
     def terminate(self) -> float:
         """SIGTERM to every live worker; the seconds until all had exited (or 15 s each)."""
-        for w in self.alive():
-            w.send_signal(signal.SIGTERM)
-        stopped = time.monotonic()  # wall clock: SIGTERM must stop a worker within 10 s
-        for w in self.workers:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                w.wait(15)
-        return time.monotonic() - stopped  # wall clock: see above
+        return processes.terminate(self.workers)
 
     def deliver(self, users: list[str], count: int, via_lmtp: bool = False) -> None:
         """`count` new messages to each of `users` (one message to all of them)."""

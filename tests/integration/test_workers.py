@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from mailmanager import config
 from mailmanager.config import workers as workers_config
 from mailmanager.db import leases, models, store
+from mailmanager.testing import processes
 from mailmanager.testing.dovecot import PASSWORD, DovecotServer
 from mailmanager.workers import runner, tasks
 from tests.conftest import REPO, ConfigWriter, new_pg_database
@@ -238,16 +239,7 @@ def test_three_workers_share_the_mailboxes_and_take_over_a_killed_ones(
         assert sum(w["alive"] for w in cluster["workers"]) == 2, cluster
         assert cluster["jobs"]["stalled"] == 0, cluster
     finally:
-        for w in workers:
-            if w.poll() is None:
-                w.send_signal(signal.SIGTERM)
-        stopped = time.monotonic()  # wall clock: SIGTERM must stop a worker within 10 s
-        for w in workers:
-            try:
-                w.wait(15)
-            except subprocess.TimeoutExpired:
-                w.kill()
-        stop_time = time.monotonic() - stopped  # wall clock: see above
+        stop_time = processes.terminate(workers)
     assert stop_time < 10, f"the workers took {stop_time:.1f} s to stop"
     for log in logs:
         log.close()

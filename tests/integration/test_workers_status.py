@@ -24,6 +24,7 @@ from mailmanager import config
 from mailmanager.config import workers as workers_config
 from mailmanager.db import models, store
 from mailmanager.services import cluster
+from mailmanager.testing import processes
 from mailmanager.workers import hosts
 from tests.conftest import REPO, ConfigWriter, new_pg_database
 
@@ -140,14 +141,7 @@ def test_status_lists_the_workers_with_host_and_pid_and_shows_a_killed_one_stale
         # Its start prunes the dead worker (procrastinate) and then its host row (ours).
         _wait(lambda: set(by_pid()) == {procs[2].pid}, "the dead worker is pruned", 60)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        processes.terminate(procs)
         for log in logs:
             log.close()
         engine.dispose()
