@@ -2,9 +2,10 @@
 
 Timers: sync per mailbox (`[sync] interval`), reminder evaluation
 (`[notifications] evaluate_interval`), digest slots (`[notifications] interval`: each tick
-queues the digests whose slot is open, see `notify`) and the outbox flush
-(`[notifications] flush_interval`). Every job is safe to run twice or concurrently with
-another process: the database decides (leases, unique keys, the outbox's claims).
+queues the digests whose slot is open, see `notify`), the outbox flush
+(`[notifications] flush_interval`) and webhook delivery (`[webhooks] interval`). Every job
+is safe to run twice or concurrently with another process: the database decides (leases,
+unique keys, the outbox's claims).
 
 Each process runs a BackgroundScheduler with the in-memory job store (APScheduler's docs
 forbid sharing a job store between schedulers); all coordination between processes goes
@@ -33,7 +34,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config as config_mod
-from mailmanager.db import models, store
+from mailmanager.db import models, store, tokens
 from mailmanager.reminders import evaluation as reminders
 from mailmanager.sync import engine as sync
 from mailmanager.sync import watch
@@ -73,13 +74,15 @@ class PassReport:
     immediate: int = 0
     sent: int = 0
     outbox_error: str | None = None
+    webhooks_delivered: int = 0
 
 
 def follow_up_once(
     cfg: config_mod.Config, factory: sessionmaker[Session], stop: threading.Event
 ) -> PassReport:
     """The jobs after a sync, once each: evaluate reminders, queue the digests whose slot is
-    open, flush the outbox. Errors propagate (the caller is the job boundary)."""
+    open, flush the outbox, deliver the webhooks. Errors propagate (the caller is the job
+    boundary)."""
     from mailmanager.notify import notifier as notify
     from mailmanager.notify import outbox  # mail templates and SMTP: only when sending
 
@@ -95,6 +98,12 @@ def follow_up_once(
         report.digests, report.immediate = len(queued.digests), len(queued.immediate)
         flushed = outbox.flush(cfg, factory, stop=stop)
         report.sent, report.outbox_error = len(flushed.sent), flushed.error
+    from mailmanager.notify import webhooks
+
+    try:
+        report.webhooks_delivered = len(webhooks.deliver(cfg, factory, stop=stop).delivered)
+    except tokens.SecretKeyError as exc:  # the other jobs' results still count
+        log.error("webhooks not delivered: %s", exc, extra={"action": "webhooks_no_key"})
     return report
 
 
@@ -146,6 +155,22 @@ def flush_job(
         log.exception("outbox flush failed", extra={"action": "flush_crash"})
 
 
+def webhooks_job(
+    cfg: config_mod.Config, factory: sessionmaker[Session], stop: threading.Event
+) -> None:
+    """Deliver the webhook events that are due (retries included; see `notify.webhooks`),
+    then drop the events older than `[webhooks] keep_days` that are done."""
+    from mailmanager.notify import webhooks
+    from mailmanager.services import webhooks as subscriptions
+
+    try:
+        webhooks.deliver(cfg, factory, stop=stop)
+        with store.session_scope(factory) as s:
+            subscriptions.prune(s, models.utcnow(), cfg.webhooks.keep_days)
+    except Exception:  # the job boundary
+        log.exception("webhook delivery failed", extra={"action": "webhooks_crash"})
+
+
 def retention_job(cfg: config_mod.Config, factory: sessionmaker[Session]) -> None:
     """Apply `[retention]` (daily; see `services.privacy.apply_retention`)."""
     from mailmanager.services import privacy
@@ -186,6 +211,7 @@ def _add_notification_jobs(
         jobs.append(("reminders:evaluate", evaluate_job, (cfg, factory), n.evaluate_interval))
     if any(v is not None for v in dataclasses.astuple(cfg.retention)):  # daily, from start
         jobs.append(("privacy:retention", retention_job, (cfg, factory), 86400))
+    jobs.append(("notify:webhooks", webhooks_job, (cfg, factory, stop), cfg.webhooks.interval))
     for i, (job_id, func, args, seconds) in enumerate(jobs):
         scheduler.add_job(
             func,

@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailmanager import __version__
 from mailmanager import config as config_mod
-from mailmanager.api import admin, mail, records, v1, webhooks
+from mailmanager.api import admin, mail, records, reminders, review, timeline, v1, webhooks
 from mailmanager.api.etag import ETagMiddleware
 from mailmanager.db import models
 
@@ -83,8 +83,9 @@ ERRORS = {
     "422": "The request's parameters or body are not valid.",
     "429": "The token's rate limit (`[api] requests_per_minute`); see `Retry-After`.",
 }
-PER_METHOD = {"post": ("409", "413"), "patch": ("409",), "put": ("409", "413")}
+PER_METHOD = {"post": ("400", "409", "413"), "patch": ("400", "409"), "put": ("400", "409", "413")}
 MORE_ERRORS = {
+    "400": "The body is not JSON.",
     "409": "The change conflicts with a stored item (e.g. an identifier already taken).",
     "413": "The request carries more items than the route accepts.",
 }
@@ -159,7 +160,7 @@ def create_api(
     )
     app.state.api = v1.ApiState(cfg=cfg, factory=session_factory, clock=clock)
     app.include_router(v1.router)
-    for part in (records, mail, admin, webhooks):
+    for part in (records, mail, timeline, review, reminders, admin, webhooks):
         app.include_router(part.router)
     app.add_middleware(ETagMiddleware)
     app.add_api_route("/docs", _docs, include_in_schema=False)

@@ -48,8 +48,13 @@ def api(request: Request) -> ApiState:
 
 @contextmanager
 def transaction(request: Request) -> Iterator[Session]:
-    """One database transaction: committed when the block ends, rolled back on error."""
+    """One database transaction: committed when the block ends, rolled back on error. For
+    a request that changes things (not GET or HEAD) it takes SQLite's write lock first
+    (`store.write_first`): its reads and then writes never fail with "database is locked"
+    because another request wrote meanwhile; it waits its turn instead."""
     with store.session_scope(api(request).factory) as s:
+        if request.method not in ("GET", "HEAD"):
+            store.write_first(s)
         yield s
 
 
@@ -77,10 +82,14 @@ def caller(
     if credentials is None:
         raise Unauthorized("send a token: Authorization: Bearer mm_...")
     state = api(request)
-    with transaction(request) as s:
-        found = apitokens.authenticate(s, state.cfg, credentials.credentials, state.clock())
+    now = state.clock()
+    with store.session_scope(state.factory) as s:
+        found = apitokens.authenticate(s, state.cfg, credentials.credentials, now)
     if found is None:
         raise Unauthorized("the token is unknown, revoked or expired")
+    if found.touch_due:  # a write of its own, never an upgrade of the read above
+        with store.session_scope(state.factory) as s:
+            apitokens.touch(s, found.token.id, now)
     wait = state.limiter.hit(found.token.id)
     if wait:
         limit = state.cfg.api.requests_per_minute

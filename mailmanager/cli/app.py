@@ -222,6 +222,10 @@ COMMANDS = {
         "mailmanager.cli.tokens:tokens_group",
         "Create, list and revoke the bearer tokens of the REST API (/api/v1).",
     ),
+    "webhooks": Lazy(
+        "mailmanager.cli.webhooks:webhooks_group",
+        "Add, list, test and remove webhook subscriptions; see their deliveries.",
+    ),
     "web": Lazy(
         "mailmanager.cli.web:web_cmd",
         "Serve the web workspace (follow-ups, sign-in by emailed link) until interrupted.",

@@ -43,6 +43,7 @@ from mailmanager.config.oidc import OidcProvider
 from mailmanager.config.retention import RetentionConfig
 from mailmanager.config.schema import Context, Invalid, Problems, spec
 from mailmanager.config.web import WebConfig
+from mailmanager.config.webhooks import WebhooksConfig
 from mailmanager.config.workers import WorkersConfig
 
 log = logging.getLogger(__name__)
@@ -561,6 +562,7 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     oidc: tuple[OidcProvider, ...] = ()
 
     @functools.cached_property
@@ -673,6 +675,7 @@ SECTIONS: dict[str, schema.Section] = {
     "retention": schema.Section(RetentionConfig),
     "workers": schema.Section(WorkersConfig),
     "api": schema.Section(ApiConfig),
+    "webhooks": schema.Section(WebhooksConfig),
     "oidc": schema.Section(OidcProvider, array=True, reader=oidc.read),
 }
 

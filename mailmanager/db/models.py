@@ -115,8 +115,15 @@ class Company(Base):
     name: Mapped[str] = mapped_column(String(300), index=True)
     # Kept in step with `name` (insert default + validator): SQLite's lower() folds ASCII only.
     name_key: Mapped[str] = mapped_column(String(300), index=True, default=_name_key_default)
-    external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # The CRM a record comes from and its id there (migration 0023): unique per source.
+    source: Mapped[str] = mapped_column(String(32), default="manual", server_default="manual")
+    external_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    __table_args__ = (
+        UniqueConstraint("source", "external_id"),
+        Index("ix_companies_updated_at_id", "updated_at", "id"),  # the API's pages
+    )
 
     @validates("name")
     def _set_name_key(self, _key: str, value: str) -> str:
@@ -142,8 +149,13 @@ class Contact(Base):
     phone: Mapped[str] = mapped_column(String(64), default="")
     title: Mapped[str] = mapped_column(String(200), default="")
     source: Mapped[str] = mapped_column(String(32), default="manual")
-    external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    external_id: Mapped[str | None] = mapped_column(String(200))  # unique per source
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    __table_args__ = (
+        UniqueConstraint("source", "external_id"),
+        Index("ix_contacts_updated_at_id", "updated_at", "id"),
+    )
 
 
 class ContactEmail(Base):
@@ -172,6 +184,13 @@ class Opportunity(Base):
     last_activity_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(32), default="manual", server_default="manual")
+    external_id: Mapped[str | None] = mapped_column(String(200))  # unique per source
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    __table_args__ = (
+        UniqueConstraint("source", "external_id"),
+        Index("ix_opportunities_updated_at_id", "updated_at", "id"),
+    )
 
 
 class CrmGeneration(Base):
@@ -834,3 +853,74 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# --- webhooks (issue #18) ------------------------------------------------------------------------
+
+
+class WebhookSubscription(Base):
+    """A receiver an admin configured (`services.webhooks`): the URL posted to, the event
+    types it wants (space-separated), and its signing secret ("whsec_..."), Fernet-encrypted
+    under MAILMANAGER_SECRET_KEY as the connectors' tokens are (`db.tokens`): it must be
+    recoverable to sign, so it cannot be hashed."""
+
+    __tablename__ = "webhook_subscriptions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    event_types: Mapped[str] = mapped_column(Text)
+    secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookEvent(Base):
+    """One event (`db.webhookevents`): `event_id` is its `webhook-id` (the same at every
+    attempt and for every receiver), `payload` the exact JSON body signed and sent.
+    `dedup_key` (when set) makes recording the same fact twice a no-op."""
+
+    __tablename__ = "webhook_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(40))
+    dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class WebhookDelivery(Base):
+    """One event to one subscription (`notify.webhooks`): `pending` → `sending` (leased)
+    → `delivered`, or back to `pending` with backoff, or `dead` after `[webhooks]
+    max_attempts`. `latency_ms`: from the event's creation to the receiver's 2xx."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_id"),
+        Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+        # The claim's scan (oldest pending first) skips the delivered rows (migration 0024).
+        Index(
+            "ix_webhook_deliveries_pending",
+            "id",
+            sqlite_where=sa_text("status = 'pending'"),
+            postgresql_where=sa_text("status = 'pending'"),
+        ),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE")
+    )
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    possible_duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -146,9 +146,9 @@ class DbTokenStore:
 
 
 def rotate(factory: sessionmaker[Session], keys: Sequence[str] | None = None) -> int:
-    """Re-encrypt every stored token under the newest key, in one transaction; return how
-    many. Raises `SecretKeyError` (no key, or a token no configured key decrypts: nothing is
-    changed then)."""
+    """Re-encrypt every stored token (and webhook signing secret) under the newest key, in
+    one transaction; return how many. Raises `SecretKeyError` (no key, or a token no
+    configured key decrypts: nothing is changed then)."""
     multi = cipher(keys)
     with store.session_scope(factory) as s:
         rows = s.scalars(sa.select(models.OAuthToken)).all()
@@ -162,8 +162,18 @@ def rotate(factory: sessionmaker[Session], keys: Sequence[str] | None = None) ->
                     "list every key still in use (newest first), or remove that token",
                 ) from exc
             row.updated_at = models.utcnow()
-    log.info("tokens rotated", extra={"action": "tokens_rotated", "count": len(rows)})
-    return len(rows)
+        hooks = s.scalars(sa.select(models.WebhookSubscription)).all()
+        for hook in hooks:  # the webhooks' signing secrets are kept the same way
+            try:
+                hook.secret_ciphertext = multi.rotate(hook.secret_ciphertext)
+            except InvalidToken as exc:
+                raise SecretKeyError(
+                    ENV_KEY,
+                    f"the signing secret of webhook {hook.id} cannot be decrypted",
+                    "list every key still in use (newest first), or remove that webhook",
+                ) from exc
+    log.info("tokens rotated", extra={"action": "tokens_rotated", "count": len(rows) + len(hooks)})
+    return len(rows) + len(hooks)
 
 
 def connector_config(

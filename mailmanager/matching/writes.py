@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from mailmanager.db import models, store
+from mailmanager.db import models, store, webhookevents
 from mailmanager.db.models import Link, ReviewItem
 from mailmanager.matching import cascade as matcher
 from mailmanager.matching import reads as linkindex
@@ -282,6 +282,11 @@ class Output:
             )
         bulk_insert(self.s, "links", _LINK_COLUMNS, fresh, "ON CONFLICT DO NOTHING", fresh=True)
         bulk_insert(self.s, "links", _LINK_COLUMNS, inserts, "ON CONFLICT DO NOTHING")
+        webhookevents.messages_linked(self.s, fresh)  # no-ops unless a webhook wants them
+        if (inserts or removed) and webhookevents.wanted(self.s, "link.changed"):
+            edits = [("add", r[0], r[2], r[3], r[4]) for r in inserts]
+            edits += [("remove", k[0], k[1], k[2], v[1]) for k, v in removed]
+            webhookevents.links_changed(self.s, edits, MATCHER)
 
     def states(self, verdicts: list[matcher.ThreadVerdict]) -> None:
         old = self._old_states([mv.message_id for tv in verdicts for mv in tv.messages])

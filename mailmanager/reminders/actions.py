@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mailmanager import config as config_mod
-from mailmanager.db import audit, models
+from mailmanager.db import audit, models, webhookevents
 from mailmanager.db.models import Reminder
 from mailmanager.errors import MailmanagerError
 from mailmanager.reminders import about as reminder_about
@@ -156,6 +156,7 @@ def close(session: Session, reminder_id: int, status: str, actor: str = "cli") -
     r = _get(session, reminder_id)
     r.status, r.updated_at = status, models.utcnow()
     audit.record(session, actor, f"reminder_{status}", f"reminder:{r.id}", {"kind": r.kind})
+    webhookevents.reminders_closed(session, [r.id], r.updated_at)  # its query autoflushes
 
 
 def set_expect(

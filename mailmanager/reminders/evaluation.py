@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 from mailmanager import config as config_mod
 from mailmanager import events
 from mailmanager.config import reminder_kinds
-from mailmanager.db import models, store
+from mailmanager.db import models, store, webhookevents
 from mailmanager.db.models import Reminder
 from mailmanager.reminders import about as reminder_about
 from mailmanager.reminders import businesstime as bt
@@ -353,6 +353,7 @@ def mark_sent(session: Session, reminder_ids: Sequence[int], now: datetime) -> N
         ).all(),
         now,
     )
+    webhookevents.reminders_due(session, ids, now)  # a no-op unless a webhook wants it
 
 
 def _worth_evaluating(

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mailmanager import config as config_mod
-from mailmanager.db import models, store
+from mailmanager.db import models, store, webhookevents
 from mailmanager.db.models import Reminder, ReminderCheck
 from mailmanager.mail import normalize
 from mailmanager.reminders import facts as reminder_facts
@@ -225,6 +225,8 @@ def _write(session: Session, p: Pass) -> None:
             # expanding parameters do not work with executemany.
             stmt = stmt.where(sa.or_(*(t.c.status == status for status in OPEN)))
         session.execute(stmt, params)
+        if action in ("cancel", "answer"):  # a reply closed them: tell the webhooks
+            webhookevents.reminders_closed(session, [int(x["rid"]) for x in params], wall)
     c = store.table(ReminderCheck)
     store.upsert(session, c, p.checks, ("target_kind", "target_id"), ("check_at",))
     if p.uncheck:

@@ -75,6 +75,7 @@ class Caller:
     token: TokenInfo
     viewer: Viewer
     scopes: frozenset[str]
+    touch_due: bool = False  # its last use is a minute old or more: `touch` it
 
 
 def token_hash(token: str) -> str:
@@ -159,7 +160,9 @@ def authenticate(
     session: Session, cfg: config_mod.Config, token: str, now: datetime
 ) -> Caller | None:
     """Who `token` is at `now`, None when it is unknown, revoked, expired or its user gone.
-    Records its use when the last one was recorded a minute ago or more."""
+    Only reads: `Caller.touch_due` says whether to record its use (`touch`), which the API
+    does in a transaction of its own (a read transaction that then writes fails at once on
+    SQLite when another connection wrote meanwhile; see `store.write_first`)."""
     if not token.startswith(PREFIX):
         return None
     digest = token_hash(token)
@@ -170,8 +173,17 @@ def authenticate(
     viewer = viewer_for(cfg, row.user_email)
     if info.state(now) != "active" or viewer is None:
         return None
-    if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
-        row.last_used_at = now
-        session.flush()
+    due = row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY
     scopes = frozenset(info.scopes) - (set() if viewer.is_admin else {"admin"})
-    return Caller(token=info, viewer=viewer, scopes=scopes)
+    return Caller(token=info, viewer=viewer, scopes=scopes, touch_due=due)
+
+
+def touch(session: Session, token_id: int, now: datetime) -> None:
+    """Record a use of token `token_id` at `now`, unless one was recorded within the last
+    minute (by this request's process or another: the condition is in the UPDATE)."""
+    session.execute(
+        sa.update(ApiToken)
+        .where(ApiToken.id == token_id)
+        .where(sa.or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - TOUCH_EVERY))
+        .values(last_used_at=now)
+    )

@@ -11,6 +11,7 @@ Each action writes an AuditLog row and re-matches the thread at once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 from mailmanager import config as config_mod
 from mailmanager.crm import opportunities
 from mailmanager.crm import records as crm
-from mailmanager.db import audit, lookup, models
+from mailmanager.db import audit, lookup, models, store, webhookevents
 from mailmanager.db.models import Link, Message, ReviewItem, Suggestion
 from mailmanager.errors import MailmanagerError
 from mailmanager.matching import run as linking
@@ -82,6 +83,52 @@ def target_label(session: Session, kind: str, target_id: int) -> str:
             return f"opportunity #{target_id} (deleted)"
         return f"{opp.reference or '#' + str(opp.id)} {opp.title}".strip()
     return "everything" if kind == "any" else f"{kind} #{target_id}"
+
+
+def target_labels(
+    session: Session, targets: Collection[tuple[str, int]]
+) -> dict[tuple[str, int], str]:
+    """`target_label` of many (kind, id) at once: a query per kind and chunk of ids (a list
+    of threads names hundreds of records)."""
+    out: dict[tuple[str, int], str] = {}
+    wanted = {kind: sorted({i for k, i in targets if k == kind}) for kind in KINDS}
+    for part in store.chunks(wanted["company"]):
+        for cid, name in session.execute(
+            sa.select(models.Company.id, models.Company.name).where(models.Company.id.in_(part))
+        ):
+            out["company", cid] = name
+    o = models.Opportunity
+    for part in store.chunks(wanted["opportunity"]):
+        for oid, ref, title in session.execute(
+            sa.select(o.id, o.reference, o.title).where(o.id.in_(part))
+        ):
+            out["opportunity", oid] = f"{ref or '#' + str(oid)} {title}".strip()
+    c, ce = models.Contact, models.ContactEmail
+    for part in store.chunks(wanted["contact"]):
+        first = (
+            sa.select(ce.contact_id, sa.func.min(ce.id).label("id"))
+            .where(ce.contact_id.in_(part))
+            .group_by(ce.contact_id)
+            .subquery()
+        )
+        emails: dict[int, str] = dict(
+            session.execute(
+                sa.select(
+                    ce.contact_id, sa.case((ce.display == "", ce.email), else_=ce.display)
+                ).join(first, first.c.id == ce.id)
+            ).all()
+        )
+        for cid, first_name, last_name in session.execute(
+            sa.select(c.id, c.first_name, c.last_name).where(c.id.in_(part))
+        ):
+            name, email = f"{first_name} {last_name}".strip(), emails.get(cid)
+            out["contact", cid] = (
+                f"{name} <{email}>" if name and email else (name or email or f"#{cid}")
+            )
+    for kind, rid in targets:  # deleted records, and kinds without a table
+        if (kind, rid) not in out:
+            out[kind, rid] = target_label(session, kind, rid)
+    return out
 
 
 def resolve_target(session: Session, cfg: config_mod.Config, kind: str, ref: str) -> Target:
@@ -160,6 +207,8 @@ def link(
             )
         )
     audit.record(session, by, "link", scope.describe(), {"kind": target.kind, "id": target.id})
+    edit = ("add", scope.message_id, target.kind, target.id, "manual")
+    webhookevents.links_changed(session, [edit], by)
     session.flush()
     log.info("manual link", extra={"action": "manual_link", "scope": scope.describe()})
     return linking.match_threads(session, cfg, [scope.thread_id])
@@ -199,6 +248,9 @@ def unlink(
             )
         )
     audit.record(session, by, "unlink", scope.describe(), {"kind": kind, "id": target_id})
+    webhookevents.links_changed(
+        session, [("remove", scope.message_id, kind, target_id, "manual")], by
+    )
     session.flush()
     log.info("manual unlink", extra={"action": "manual_unlink", "scope": scope.describe()})
     return linking.match_threads(session, cfg, [scope.thread_id])

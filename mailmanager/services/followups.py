@@ -283,12 +283,40 @@ def snooze(
     return out
 
 
-def close(session: Session, viewer: Viewer, ids: Sequence[int], status: str) -> None:
-    """Mark the reminders `ids` done or dismissed. Raises NotFound."""
+def snooze_for(
+    session: Session,
+    cfg: config_mod.Config,
+    viewer: Viewer,
+    reminder_id: int,
+    duration: str,
+    now: datetime,
+    via: str = "api",
+) -> datetime:
+    """Snooze the reminder for a `actions.parse_duration` text ("3bd": business days of
+    its owner's calendar, "36h": hours), as `via` (the audit actor's prefix); when it is
+    due again. Raises NotFound, or ReminderActionError (closed, or a bad duration)."""
+    (r,) = _allowed(session, viewer, [reminder_id])
+    return actions.snooze(session, cfg, r.id, duration, now, actor=f"{via}:{viewer.email}")
+
+
+def followup(
+    session: Session, cfg: config_mod.Config, viewer: Viewer, reminder_id: int, now: datetime
+) -> Followup:
+    """One reminder of the viewer (or a managed user), open or not, as a follow-up.
+    Raises NotFound."""
+    (r,) = _allowed(session, viewer, [reminder_id], write=False)
+    return describe(session, cfg, [r], now)[0]
+
+
+def close(
+    session: Session, viewer: Viewer, ids: Sequence[int], status: str, via: str = "web"
+) -> None:
+    """Mark the reminders `ids` done or dismissed (`via`: the audit actor's prefix).
+    Raises NotFound."""
     if status not in CLOSE:
         raise ValueError(status)
     for r in _allowed(session, viewer, ids):
-        actions.close(session, r.id, status, actor=f"web:{viewer.email}")
+        actions.close(session, r.id, status, actor=f"{via}:{viewer.email}")
 
 
 def expect_no_reply(

@@ -25,7 +25,7 @@ All are SQL aggregates (driven by the `sent_at` index for the period's mail, by 
 reminders' `user_id` index), except the median: it reads three columns of the period's
 client messages. The company figures are the largest part: which companies the scope's
 mail is linked to (a pass over the company links of the scope's mailboxes), then their
-figures (`_company_stats`).
+figures (`company_stats`).
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ def _reminders(
 ONE_PASS = 1000
 
 
-def _company_stats(
+def company_stats(
     session: Session, ids: list[int], end: datetime
 ) -> dict[int, tuple[datetime | None, int, int]]:
     """Per company: its last exchange before `end`, and the threads and messages with an
@@ -320,7 +320,7 @@ def _clients(
     for owner, cid in session.execute(pairs):
         scope[owner].add(cid)
         scope[None].add(cid)
-    stats = _company_stats(session, sorted(scope[None]), end)
+    stats = company_stats(session, sorted(scope[None]), end)
     segment: dict[int, str] = {}  # rated once, however many scopes hold the company
     for cid, (last, threads, volume) in stats.items():
         age = (end - last).total_seconds() / 86400 if last else float("inf")

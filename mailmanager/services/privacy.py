@@ -62,6 +62,18 @@ def record_read(
     audit.record(session, actor, action, target, detail if detail is not None else {})
 
 
+def record_read_apart(
+    reading: Session, actor: str, action: str, target: str, detail: object = None
+) -> None:
+    """`record_read` in a transaction of its own, committed at once, beside the `reading`
+    session's (a page's or an API request's read-only transaction). On SQLite a read
+    transaction that then writes fails at once with SQLITE_BUSY_SNAPSHOT when another
+    connection wrote meanwhile (`store.write_first`); a transaction that starts by writing
+    waits its turn instead, and WAL lets it write while the read goes on."""
+    with Session(reading.get_bind()) as s, s.begin():
+        record_read(s, actor, action, target, detail)
+
+
 @contextmanager
 def _maybe_rolled_back(session: Session, dry_run: bool) -> Iterator[None]:
     savepoint = session.begin_nested()

@@ -116,6 +116,17 @@ def list_items(session: Session, mailbox: str | None = None) -> list[Quarantined
     return [_item(row) for row in session.execute(stmt)]
 
 
+def page_items(
+    session: Session, mailbox: str | None = None, after: int = 0, limit: int = 50
+) -> list[QuarantinedItem]:
+    """At most `limit` quarantined items (of `mailbox`, by name, when given) whose id is
+    above `after`, by id: a keyset page (the API's)."""
+    stmt = _select().where(Quarantine.id > after).order_by(Quarantine.id).limit(limit)
+    if mailbox is not None:
+        stmt = stmt.where(Mailbox.name == mailbox)
+    return [_item(row) for row in session.execute(stmt)]
+
+
 def get_item(session: Session, item_id: int) -> QuarantinedItem | None:
     """One quarantined item by id, or None."""
     row = session.execute(_select().where(Quarantine.id == item_id)).first()

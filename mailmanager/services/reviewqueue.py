@@ -29,19 +29,32 @@ class ReviewEntry:
     candidates: tuple[LinkedRecord, ...]  # opportunities
 
 
-def reviews(session: Session, cfg: config_mod.Config, viewer: Viewer) -> list[ReviewEntry]:
-    """The pending review items of the threads `viewer` may curate, oldest first."""
-    return [
-        ReviewEntry(
-            item["id"],
-            item["thread_id"],
-            item["subject"],
-            item["explanation"],
-            tuple(LinkedRecord("opportunity", c["id"], c["label"]) for c in item["candidates"]),
+def reviews(
+    session: Session,
+    cfg: config_mod.Config,
+    viewer: Viewer,
+    after: int = 0,
+    limit: int | None = None,
+) -> list[ReviewEntry]:
+    """The pending review items of the threads `viewer` may curate, oldest first: those
+    whose id is above `after`, at most `limit` of them (the API's pages)."""
+    out: list[ReviewEntry] = []
+    for item in curation.list_reviews(session):
+        if limit is not None and len(out) >= limit:
+            break
+        if item["id"] <= after or not access.may_curate(session, cfg, viewer, item["thread_id"]):
+            continue
+        candidates = item["candidates"]
+        out.append(
+            ReviewEntry(
+                item["id"],
+                item["thread_id"],
+                item["subject"],
+                item["explanation"],
+                tuple(LinkedRecord("opportunity", c["id"], c["label"]) for c in candidates),
+            )
         )
-        for item in curation.list_reviews(session)
-        if access.may_curate(session, cfg, viewer, item["thread_id"])
-    ]
+    return out
 
 
 def _pending(

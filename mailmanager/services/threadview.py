@@ -192,6 +192,15 @@ def _raw(session: Session, message: Message) -> bytes:
     return queries.raw_bytes(session, message) or b""
 
 
+def message_head(
+    session: Session, cfg: config_mod.Config, viewer: Viewer, message_id: int
+) -> MessageHead:
+    """A message as a list shows it, at the level `viewer` sees it (its snippet only when
+    they read it). Raises AccessError (not found) when they see nothing of it."""
+    row = access.require(session, cfg, viewer, message_id, "metadata")
+    return heads(session, access.levels(session, cfg, viewer, [row.id]))[row.id]
+
+
 def message(
     session: Session, cfg: config_mod.Config, viewer: Viewer, message_id: int
 ) -> MessageView:

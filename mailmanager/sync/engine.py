@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailmanager import config as config_mod
 from mailmanager import events, logs, spi
 from mailmanager.config import identity
-from mailmanager.db import configrows, leases, models, store, tokens
+from mailmanager.db import configrows, leases, models, store, tokens, webhookevents
 from mailmanager.db.models import Folder, Mailbox
 from mailmanager.errors import MailmanagerError
 from mailmanager.matching import run as linking
@@ -57,7 +57,13 @@ def default_hooks() -> list[events.BatchHook]:
     thread ids) and must be idempotent: a batch may be replayed after a crash.
     """
     # Matching first, reminders last: they read the links the matcher writes.
-    return [linking.batch_hook, reminders.sync_hook]
+    return [linking.batch_hook, reminders.sync_hook, replies_hook]
+
+
+def replies_hook(session: Session, cfg: config_mod.Config, result: events.BatchResult) -> None:
+    """`thread.replied` webhook events for the batch's new messages (a no-op unless a
+    webhook subscription wants them; see `db.webhookevents`)."""
+    webhookevents.thread_replies(session, result.message_ids)
 
 
 def merge_hooks() -> tuple[events.MergeHook, ...]:
@@ -422,6 +428,8 @@ class Syncer:
                     mailbox.synced_until = sync_start
                     mailbox.last_error = None
                 elif report.error:
+                    if mailbox.last_error is None:  # it was healthy: tell the webhooks once
+                        webhookevents.mailbox_failed(s, mailbox.name, report.error, now)
                     mailbox.last_error = report.error
             run.finished_at = now
             if mailbox is None:

@@ -1,6 +1,7 @@
 """Administration (admins only, 403 for anyone else): the mailboxes' health with their
 "Test" and "Sync now" buttons, and the users and roles of the config file. The quarantine and
-the outbox are in `admin_queues`, the CRM import by upload in `admin_import`; their routers
+the outbox are in `admin_queues`, the CRM import by upload in `admin_import`, the webhooks
+in `admin_webhooks`; their routers
 are included here (the app includes this module's `router`).
 
 "Sync now" runs one sync of a mailbox in a background thread of this process
@@ -20,12 +21,13 @@ from fastapi.responses import HTMLResponse, Response
 
 from mailmanager import spi
 from mailmanager.services import mailboxcheck, mailboxhealth, syncnow
-from mailmanager.web import admin_import, admin_queues, admin_text, deps
+from mailmanager.web import admin_import, admin_queues, admin_text, admin_webhooks, deps
 
 router = APIRouter()
 NAV = deps.NavItem("/admin", "nav.admin", 90, lambda viewer: viewer.is_admin)
 router.include_router(admin_queues.router)
 router.include_router(admin_import.router)
+router.include_router(admin_webhooks.router)
 _ = admin_text  # its strings are added to the catalogue at import
 
 _RUNNER_LOCK = threading.Lock()

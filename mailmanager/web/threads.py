@@ -136,7 +136,7 @@ i18n.add(
 def _audit(s: Session, viewer: Viewer, action: str, target: str) -> None:
     """Audit a read of mail content through the workspace, as the CLI's reads are
     (`services.privacy.record_read`): actor `web:<email>`; only reads that were allowed."""
-    privacy.record_read(s, f"web:{viewer.email}", action, target)
+    privacy.record_read_apart(s, f"web:{viewer.email}", action, target)
 
 
 @router.get("/threads/{thread_id}", response_class=HTMLResponse)

@@ -119,6 +119,8 @@ def build_app(
         timers.append(("reminders", lambda: daemon.evaluate_job(cfg, factory), n.evaluate_interval))
     if any(v is not None for v in dataclasses.astuple(cfg.retention)):
         timers.append(("retention", lambda: daemon.retention_job(cfg, factory), 86400))
+    hooks = cfg.webhooks.interval
+    timers.append(("webhooks", lambda: daemon.webhooks_job(cfg, factory, stop), hooks))
     for name, job, seconds in timers:
         _periodic(app, name, job, seconds)
 

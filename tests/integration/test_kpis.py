@@ -262,7 +262,7 @@ def test_full_weeks_and_person_access(team: tuple[config.Config, Session]) -> No
 def test_company_figures_by_one_pass_or_by_anchors_agree(
     team: tuple[config.Config, Session], monkeypatch: pytest.MonkeyPatch, one_pass: int
 ) -> None:
-    """`_company_stats` reads a few companies through the anchors' index and many in one
+    """`company_stats` reads a few companies through the anchors' index and many in one
     grouped pass: both give the figures checked above."""
     cfg, s = team
     monkeypatch.setattr(kpis, "ONE_PASS", one_pass)
@@ -271,9 +271,9 @@ def test_company_figures_by_one_pass_or_by_anchors_agree(
     assert dict(f.segments) == {"vip": 0, "active": 2, "at_risk": 1, "dormant": 0}
     ids = sorted(s.scalars(sa.select(models.Company.id)))
     monkeypatch.setattr(kpis, "ONE_PASS", 10_000)
-    by_anchor = kpis._company_stats(s, ids, NOW)
+    by_anchor = kpis.company_stats(s, ids, NOW)
     monkeypatch.setattr(kpis, "ONE_PASS", 0)
-    assert kpis._company_stats(s, ids, NOW) == by_anchor
+    assert kpis.company_stats(s, ids, NOW) == by_anchor
     assert any(last is not None for last, _, _ in by_anchor.values())
 
 

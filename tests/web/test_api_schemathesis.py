@@ -33,7 +33,7 @@ CHECKS = ",".join(
         "negative_data_rejection",
     ]
 )
-EXAMPLES = int(os.environ.get("MAILMANAGER_SCHEMATHESIS_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("MAILMANAGER_SCHEMATHESIS_EXAMPLES", "5"))
 UNLIMITED = "\n[api]\nrequests_per_minute = 1000000\n"
 
 
@@ -55,7 +55,7 @@ def schemathesis(server: WebServer, token: str, out: Path) -> tuple[int, str, di
         "--phases",
         "examples,coverage,fuzzing",
         "--workers",
-        "1",
+        os.environ.get("MAILMANAGER_SCHEMATHESIS_WORKERS", "2"),
         "--request-timeout",
         "30",
         "--generation-database",

@@ -125,7 +125,10 @@ def test_last_use_is_recorded_at_most_once_a_minute(s: Session, cfg: config.Conf
 
     assert last_used() is None
     for seconds, expected in ((0, 0), (30, 0), (59, 0), (60, 60), (100, 60), (121, 121)):
-        assert apitokens.authenticate(s, cfg, token, NOW + timedelta(seconds=seconds))
+        caller = apitokens.authenticate(s, cfg, token, NOW + timedelta(seconds=seconds))
+        assert caller is not None
+        assert caller.touch_due == (seconds == expected)
+        apitokens.touch(s, caller.token.id, NOW + timedelta(seconds=seconds))
         assert last_used() == NOW + timedelta(seconds=expected)
 
 

@@ -1,0 +1,241 @@
+"""The threads a person may see, a page at a time: the REST API's `GET /threads`.
+
+Which threads: those with at least one message `access.level` shows the viewer (its
+metadata or content): in SQL (`_visible`) the threads holding mail of the viewer's own
+mailboxes or their reports', the viewer's private threads, and (unless `[web] visibility`
+is "none") the threads with a message on a client record; never a thread private to
+someone else. `access.levels` then judges each message of the page, as every page does,
+and a thread it refuses entirely is left out.
+
+Pages are keyset pages on the thread id, newest first (`before`: the last id of the
+previous page): a thread created meanwhile sorts before the cursor, so a client following
+`next` never sees a thread twice nor misses one that existed when it started. (An order by
+last message would move a thread that gets a reply, which then could be skipped.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, aliased
+
+from mailmanager import config as config_mod
+from mailmanager.db import models, store
+from mailmanager.db.models import Folder, Link, Mailbox, Message, MessageLocation, Thread
+from mailmanager.services import access, curation
+from mailmanager.services.access import Level, Viewer
+from mailmanager.services.threadview import LinkedRecord
+
+_RANK: dict[str, int] = {"none": 0, "metadata": 1, "content": 2}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What `page` keeps: threads linked to each record given (by a link that is not a
+    tombstone), whose last message is in [`since`, `until`), changed since
+    `updated_since` (`Thread.updated_at`: a new message, a merge)."""
+
+    company_id: int | None = None
+    contact_id: int | None = None
+    opportunity_id: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    updated_since: datetime | None = None
+
+    def records(self) -> list[tuple[str, int]]:
+        pairs = (
+            ("company", self.company_id),
+            ("contact", self.contact_id),
+            ("opportunity", self.opportunity_id),
+        )
+        return [(kind, rid) for kind, rid in pairs if rid is not None]
+
+
+@dataclass(frozen=True)
+class ThreadSummary:
+    """A thread as a list shows it, from the messages the viewer sees: `level` is the
+    most they see of one of them ("content": they read at least one)."""
+
+    id: int
+    subject: str  # of the first message the viewer sees
+    first_at: datetime | None
+    last_at: datetime | None
+    updated_at: datetime
+    message_count: int  # the messages the viewer sees
+    level: Level
+    records: tuple[LinkedRecord, ...]
+
+
+def _folders(session: Session, viewer: Viewer) -> list[int]:
+    """The folders of the mailboxes of the users whose content `viewer` reads."""
+    return list(
+        session.scalars(
+            sa.select(Folder.id)
+            .join(Mailbox, Mailbox.id == Folder.mailbox_id)
+            .join(models.User, models.User.id == Mailbox.owner_id)
+            .where(models.User.email.in_(sorted(viewer.sees_content_of)))
+        )
+    )
+
+
+def _visible(session: Session, cfg: config_mod.Config, viewer: Viewer) -> sa.ColumnElement[bool]:
+    """`access.level` > "none" for some message of the thread, in SQL (module docstring).
+    Each test is an EXISTS on the thread's messages (their index by thread), asked only of
+    the threads the page reads. `OFFSET 0` keeps PostgreSQL from turning each into a hashed
+    set of every thread it holds, built per request (200 ms at 200,000 messages; 2 ms
+    so, `benchmarks/web.py`'s world)."""
+    t, m = Thread, Message
+    held = (
+        sa.select(MessageLocation.id)
+        .join(m, m.id == MessageLocation.message_id)
+        .where(m.thread_id == t.id, MessageLocation.folder_id.in_(_folders(session, viewer)))
+        .offset(0)
+        .exists()
+    )
+    shared = [held]
+    if access.visibility(cfg) in ("full", "metadata"):
+        wanted = (~Link.tombstone, Link.target_kind != "any")
+        shared.append(
+            sa.select(Link.id)
+            .join(m, m.id == Link.message_id)
+            .where(m.thread_id == t.id, *wanted)
+            .offset(0)
+            .exists()
+        )
+        shared.append(
+            sa.select(Link.id)
+            .where(
+                models.manual_links(), Link.thread_id == t.id, Link.message_id.is_(None), *wanted
+            )
+            .offset(0)
+            .exists()
+        )
+    return sa.or_(
+        t.private_owner == viewer.email, sa.and_(t.private_owner.is_(None), sa.or_(*shared))
+    )
+
+
+def linked_to(kind: str, record_id: int) -> sa.Select[Any]:
+    """The threads linked to a record by a link that is not a tombstone (the anchors'
+    index, `models.anchored_threads`)."""
+    a = aliased(Link, name="anchors")
+    return sa.select(a.thread_id).where(
+        sa.text("anchors.anchor"), a.target_kind == kind, a.target_id == record_id, ~a.tombstone
+    )
+
+
+def page(
+    session: Session,
+    cfg: config_mod.Config,
+    viewer: Viewer,
+    filters: Filters,
+    before: int | None,
+    limit: int,
+) -> tuple[list[ThreadSummary], int | None]:
+    """The threads `viewer` sees that `filters` keep, newest first, at most `limit` of
+    those whose id is below `before`; and the id to pass as `before` for the next page
+    (None on the last)."""
+    t = Thread
+    query = sa.select(t.id).where(_visible(session, cfg, viewer))
+    for kind, rid in filters.records():
+        query = query.where(t.id.in_(linked_to(kind, rid)))
+    if filters.since is not None:
+        query = query.where(t.last_at >= filters.since)
+    if filters.until is not None:
+        query = query.where(t.last_at < filters.until)
+    if filters.updated_since is not None:
+        query = query.where(t.updated_at >= filters.updated_since)
+    if before is not None:
+        query = query.where(t.id < before)
+    ids = list(session.scalars(query.order_by(t.id.desc()).limit(limit + 1)))
+    more = len(ids) > limit
+    ids = ids[:limit]
+    return summaries(session, cfg, viewer, ids), (ids[-1] if more and ids else None)
+
+
+def summaries(
+    session: Session, cfg: config_mod.Config, viewer: Viewer, thread_ids: list[int]
+) -> list[ThreadSummary]:
+    """The threads `thread_ids`, in that order, as `viewer` sees them (`access.levels` on
+    each of their messages); a thread of which they see nothing is left out."""
+    members: dict[int, list[tuple[int, datetime | None]]] = {}
+    for part in store.chunks(thread_ids):
+        for mid, tid, sent in session.execute(
+            sa.select(Message.id, Message.thread_id, Message.sent_at).where(
+                Message.thread_id.in_(part)
+            )
+        ):
+            if tid is not None:  # one of `part`
+                members.setdefault(tid, []).append((mid, sent))
+    found = access.levels(session, cfg, viewer, [m for ms in members.values() for m, _ in ms])
+    subjects: dict[int, str] = {}
+    for part in store.chunks(sorted(m for m, lv in found.items() if lv != "none")):
+        subjects.update(
+            session.execute(
+                sa.select(Message.id, Message.subject).where(Message.id.in_(part))
+            ).all()
+        )
+    updated = dict(
+        session.execute(
+            sa.select(Thread.id, Thread.updated_at).where(Thread.id.in_(thread_ids))
+        ).all()
+    )
+    linked = _records(session, thread_ids)
+    out = []
+    for tid in thread_ids:
+        seen = sorted(
+            ((sent, mid) for mid, sent in members.get(tid, ()) if found.get(mid, "none") != "none"),
+            key=lambda x: (x[0] is None, x[0], x[1]),
+        )
+        if not seen:
+            continue
+        dates = [sent for sent, _ in seen if sent is not None]
+        best = max((found[mid] for _, mid in seen), key=_RANK.__getitem__)
+        out.append(
+            ThreadSummary(
+                id=tid,
+                subject=subjects.get(seen[0][1], ""),
+                first_at=min(dates, default=None),
+                last_at=max(dates, default=None),
+                updated_at=updated[tid],
+                message_count=len(seen),
+                level=best,
+                records=linked.get(tid, ()),
+            )
+        )
+    return out
+
+
+def _records(session: Session, thread_ids: list[int]) -> dict[int, tuple[LinkedRecord, ...]]:
+    """`threadview.thread_records` of many threads, in a few queries: the links of their
+    messages and their manual thread links (the two indexed reads of
+    `threadview.records_query`), then the labels (`curation.target_labels`)."""
+    wanted = (~Link.tombstone, Link.target_kind.in_(curation.KINDS))
+    rows: set[tuple[int | None, str, int]] = set()
+    for part in store.chunks(thread_ids):
+        messages = sa.select(Message.id).where(Message.thread_id.in_(part))
+        rows.update(
+            session.execute(
+                sa.union(
+                    sa.select(Message.thread_id, Link.target_kind, Link.target_id)
+                    .join(Message, Message.id == Link.message_id)
+                    .where(Link.message_id.in_(messages), *wanted),
+                    sa.select(Link.thread_id, Link.target_kind, Link.target_id).where(
+                        models.manual_links(),
+                        Link.thread_id.in_(part),
+                        Link.message_id.is_(None),
+                        *wanted,
+                    ),
+                )
+            )
+        )
+    labels = curation.target_labels(session, {(kind, rid) for _, kind, rid in rows})
+    order = {k: i for i, k in enumerate(curation.KINDS)}
+    out: dict[int, list[LinkedRecord]] = {}
+    for tid, kind, rid in sorted(rows, key=lambda r: (order[r[1]], r[2])):
+        if tid is not None:
+            out.setdefault(tid, []).append(LinkedRecord(kind, rid, labels[kind, rid]))
+    return {tid: tuple(found) for tid, found in out.items()}
