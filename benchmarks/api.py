@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
@@ -193,6 +192,10 @@ def items(url: str, count: int) -> list[dict[str, Any]]:
     return out
 
 
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def _pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 1) if values else 0.0
@@ -201,7 +204,7 @@ def _pct(values: list[float], q: float) -> float:
 def upsert(ctx: Context, payload: list[dict[str, Any]], label: str) -> dict[str, Any]:
     batch = ctx.args.batch
     latencies, relink, counts = [], 0.0, {"created": 0, "updated": 0, "unchanged": 0}
-    headers = {"Authorization": f"Bearer {ctx.token}"}
+    headers = auth(ctx.token)
     cpu = ctx.server.cpu_seconds()
     with httpx.Client(base_url=ctx.base + "/api/v1", headers=headers, timeout=600) as c:
         started = time.perf_counter()
@@ -244,48 +247,9 @@ def upsert(ctx: Context, payload: list[dict[str, Any]], label: str) -> dict[str,
     return row
 
 
-async def _load(
-    base: str, token: str, paths: list[str], clients: int, seconds: float
-) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=60) as c:
-        for p in paths[:2]:
-            with contextlib.suppress(httpx.HTTPError):
-                await c.get(p)
-        end = time.perf_counter() + seconds
-
-        async def worker(k: int) -> None:
-            i = k
-            while time.perf_counter() < end:
-                t0 = time.perf_counter()
-                try:
-                    code = str((await c.get(paths[i % len(paths)])).status_code)
-                except httpx.HTTPError as exc:
-                    code = type(exc).__name__
-                latencies.append(time.perf_counter() - t0)
-                if code != "200":
-                    errors[code] = errors.get(code, 0) + 1
-                i += clients
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(clients)))
-        wall = time.perf_counter() - started
-    return {
-        "clients": clients,
-        "requests": len(latencies),
-        "p50_ms": _pct(latencies, 0.5),
-        "p95_ms": _pct(latencies, 0.95),
-        "req_s": round(len(latencies) / wall, 1),
-        "errors": errors,
-    }
-
-
 def list_paths(ctx: Context, route: str, pages: int = 10) -> list[str]:
     """The first page of `route` and the next `pages` ones (by their cursors)."""
-    headers = {"Authorization": f"Bearer {ctx.token}"}
+    headers = auth(ctx.token)
     paths = [f"/api/v1{route}?limit=50"]
     with httpx.Client(base_url=ctx.base, headers=headers, timeout=60) as c:
         for _ in range(pages):
@@ -308,7 +272,9 @@ def lists(ctx: Context) -> list[dict[str, Any]]:
             continue
         for n in ctx.args.clients:
             cpu = ctx.server.cpu_seconds()
-            r = asyncio.run(_load(ctx.base, ctx.token, paths, n, ctx.args.seconds))
+            r = asyncio.run(
+                web_bench.load(ctx.base, {}, paths, n, ctx.args.seconds, auth(ctx.token))
+            )
             r["cpu_ms"] = round((ctx.server.cpu_seconds() - cpu) * 1000 / max(1, r["requests"]), 1)
             rows.append({"backend": ctx.backend, "route": route, **r})
             err = ",".join(f"{k}:{v}" for k, v in r["errors"].items()) or "0"

@@ -346,13 +346,22 @@ def session_cookie(server: Server, email: str) -> dict[str, str]:
 # --- load ---------------------------------------------------------------------------------------
 
 
-async def _load(
-    base: str, cookies: dict[str, str], paths: list[str], clients: int, seconds: float
+async def load(
+    base: str,
+    cookies: dict[str, str],
+    paths: list[str],
+    clients: int,
+    seconds: float,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """`clients` concurrent clients GET `paths` in turn for `seconds` (after a warm-up):
+    latency percentiles, requests/s and the non-200 answers (also `benchmarks/api.py`'s)."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, cookies=cookies, limits=limits, timeout=60) as c:
+    async with httpx.AsyncClient(
+        base_url=base, cookies=cookies, headers=headers, limits=limits, timeout=60
+    ) as c:
         for p in paths[:2]:  # warm up
             with contextlib.suppress(httpx.HTTPError):  # an error is counted below
                 await c.get(p)
@@ -463,7 +472,7 @@ def run_world(
             cookies = session_cookie(server, who)
             for n in clients:
                 cpu, mine = server.cpu_seconds(), time.process_time()
-                r = asyncio.run(_load(server.url, cookies, paths, n, seconds))
+                r = asyncio.run(load(server.url, cookies, paths, n, seconds))
                 r["cpu_ms"] = round((server.cpu_seconds() - cpu) * 1000 / max(1, r["requests"]), 1)
                 # the load client's own CPU per request: with the server's, what bounds
                 # pages/s on this machine (2 cores: 2,000 ms of CPU a second in all)
