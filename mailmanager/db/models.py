@@ -14,7 +14,7 @@ Times are stored in UTC.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -687,13 +687,17 @@ class MatchState(Base):
     matched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-def anchored_threads(kind: str, ids: Collection[int]) -> Select[int | None]:
+def anchored_threads(
+    kind: str,
+    ids: Collection[int],
+    among: Callable[[Any, Collection[int]], ColumnElement[bool]] | None = None,
+) -> Select[int | None]:
     """The threads linked to these targets (kind "contact", "company" or "opportunity"),
-    from the anchors' index."""
+    from the anchors' index. `among(column, ids)` makes the test on the ids (default
+    `IN`; `store.among` makes it one array parameter on PostgreSQL)."""
     a = aliased(Link, name="anchors")
-    return select(a.thread_id).where(
-        sa_text("anchors.anchor"), a.target_kind == kind, a.target_id.in_(ids)
-    )
+    test = among(a.target_id, ids) if among is not None else a.target_id.in_(ids)
+    return select(a.thread_id).where(sa_text("anchors.anchor"), a.target_kind == kind, test)
 
 
 def linking(kind: str, ids: Collection[int]) -> ColumnElement[bool]:

@@ -7,12 +7,11 @@ Every function works on a whole chunk with a handful of set queries (`IN` lists 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from mailmanager.db import models, store
@@ -29,19 +28,8 @@ from mailmanager.matching import cascade as matcher
 MATCHER = "matcher"
 
 
-def among(s: Session, column: Any, values: Collection[Any]) -> sa.ColumnElement[bool]:
-    """`column IN values`; on PostgreSQL `column = ANY(array)`, one parameter however many
-    values (psycopg parses a query of thousands of placeholders slower than it runs it)."""
-    if s.get_bind().dialect.name == "postgresql":
-        array = sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
-        return column == sa.any_(array)  # type: ignore[no-any-return]
-    return column.in_(values)  # type: ignore[no-any-return]
-
-
-def parts(s: Session, values: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    """`values` in slices sized for `among`: 500 on SQLite, 20,000 on PostgreSQL."""
-    size = 20000 if s.get_bind().dialect.name == "postgresql" else 500
-    return store.chunks(values, size)
+among = store.among  # `column IN values`, one array parameter on PostgreSQL
+parts = store.parts  # slices sized for `among`
 
 
 def raw_rows(s: Session, sql: str, values: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:

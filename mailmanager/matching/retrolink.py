@@ -8,6 +8,7 @@ companies' domains and subdomains, or their opportunity references in a subject.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from datetime import datetime
 
@@ -37,15 +38,18 @@ def threads_touching(
 ) -> set[int]:
     """Threads linked to these records, and threads since `since` that involve them."""
     tids: set[int] = set()
+    among = functools.partial(store.among, s)
     for kind, ids in (
         ("contact", contacts),
         ("company", companies),
         ("opportunity", opportunities),
     ):
-        for part in store.chunks(sorted(ids)):
+        for part in store.parts(s, sorted(ids)):
             tids.update(
                 t
-                for t in s.connection().scalars(models.anchored_threads(kind, part).distinct())
+                for t in s.connection().scalars(
+                    models.anchored_threads(kind, part, among).distinct()
+                )
                 if t is not None
             )
     if since is None:
@@ -74,10 +78,10 @@ def threads_touching(
             )
         )
     keys: set[str] = set()
-    for part in store.chunks(sorted(contacts)):
+    for part in store.parts(s, sorted(contacts)):
         keys.update(
             s.connection().scalars(
-                sa.select(ContactEmail.email).where(ContactEmail.contact_id.in_(part))
+                sa.select(ContactEmail.email).where(store.among(s, ContactEmail.contact_id, part))
             )
         )
     domains: set[str] = set()
@@ -103,18 +107,16 @@ def threads_touching(
             key = linkindex.key_of(email, strip_plus)
             if key is None or tid is None:
                 continue
-            if key in keys or (
-                domains and not domains.isdisjoint(normalize.address_suffixes(key))
-            ):
+            if key in keys or (domains and not domains.isdisjoint(normalize.address_suffixes(key))):
                 tids.add(tid)
     else:
-        for part in store.chunks(sorted(keys)):
+        for part in store.parts(s, sorted(keys)):
             tids.update(
                 t
                 for t in s.connection().scalars(
                     sa.select(Message.thread_id)
                     .join(Participant, Participant.message_id == Message.id)
-                    .where(recent, Participant.email.in_(part))
+                    .where(recent, store.among(s, Participant.email, part))
                     .distinct()
                 )
                 if t is not None

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from mailmanager import config as config_mod
 from mailmanager.crm import records as crm
-from mailmanager.db import audit, models
+from mailmanager.db import audit, models, store
 from mailmanager.db.models import Company, Contact, ContactEmail
 from mailmanager.services import crmapi
 from mailmanager.services.access import Viewer
@@ -99,7 +99,7 @@ def _pairs_in(session: Session, model: Any, pairs: set[tuple[str, str]], *cols: 
     out: list[Any] = []
     for source, exts in sorted(by_source.items()):
         stmt = sa.select(model.source, model.external_id, *cols).where(
-            model.source == source, model.external_id.in_(sorted(exts))
+            model.source == source, store.among(session, model.external_id, sorted(exts))
         )
         out += session.execute(stmt).all()
     return out
@@ -156,12 +156,9 @@ def upsert_contacts(
         if it.company_id is not None and it.company_external_id is not None:
             check.fail(i, "company_id", "give company_id or company_external_id, not both")
     # The companies named, by id or by their id in the same source.
+    named = sorted({it.company_id for it in items if it.company_id is not None})
     by_id = set(
-        session.scalars(
-            sa.select(Company.id).where(
-                Company.id.in_({it.company_id for it in items if it.company_id is not None})
-            )
-        )
+        session.scalars(sa.select(Company.id).where(store.among(session, Company.id, named)))
     )
     wanted = {(it.source, it.company_external_id) for it in items if it.company_external_id}
     by_ext = {(s, e): cid for s, e, cid in _pairs_in(session, Company, wanted, Company.id)}
@@ -188,9 +185,9 @@ def upsert_contacts(
     existing = {(r[0], r[1]): r for r in _pairs_in(session, Contact, set(seen), *cols)}
     all_keys = list(key_item)
     holders: dict[str, int] = {}
-    for start in range(0, len(all_keys), 5000):
+    for part in store.parts(session, all_keys):
         stmt = sa.select(ContactEmail.email, ContactEmail.contact_id).where(
-            ContactEmail.email.in_(all_keys[start : start + 5000])
+            store.among(session, ContactEmail.email, part)
         )
         holders.update({e: c for e, c in session.execute(stmt)})
     for i, it in enumerate(items):
@@ -263,9 +260,11 @@ def _write_contacts(
         else:
             unchanged += 1
     if new:
-        # A multi-row INSERT, then the ids by their keys: RETURNING in parameter order makes
-        # SQLAlchemy insert row by row on SQLite (no sentinel column to sort by).
-        session.execute(sa.insert(Contact), new)
+        # A multi-row INSERT, then the ids by their keys. (RETURNING in parameter order makes
+        # SQLAlchemy insert row by row on SQLite; in any order, its multi-row INSERTs of
+        # thousands of parameters cost psycopg more to parse than PostgreSQL to run.)
+        for group in _same_keys(new):
+            store.insert_many(session, Contact, group)
         pairs = {(r["source"], r["external_id"]) for r in new}
         made = {(r[0], r[1]): r[2] for r in _pairs_in(session, Contact, pairs, Contact.id)}
         for i in new_at:
@@ -279,8 +278,7 @@ def _write_contacts(
         for key, shown in plan.keys[i]
         if plan.holders.get(key) is None
     ]
-    if addresses:
-        session.execute(sa.insert(ContactEmail), addresses)
+    store.insert_many(session, ContactEmail, addresses)
     started = time.perf_counter()
     crm.relink(session, cfg, contacts=relink)
     took = time.perf_counter() - started

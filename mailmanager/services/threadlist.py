@@ -91,7 +91,10 @@ def _visible(session: Session, cfg: config_mod.Config, viewer: Viewer) -> sa.Col
     held = (
         sa.select(MessageLocation.id)
         .join(m, m.id == MessageLocation.message_id)
-        .where(m.thread_id == t.id, MessageLocation.folder_id.in_(_folders(session, viewer)))
+        # `+ 0`: the folder is a filter, not a way in. SQLite otherwise reads the viewer's
+        # whole folder (by its unique index) for each thread: 1.8 s per page at 200,000
+        # messages in one mailbox, against a few ms through the messages' thread index.
+        .where(m.thread_id == t.id, (MessageLocation.folder_id + 0).in_(_folders(session, viewer)))
         .offset(0)
         .exists()
     )
