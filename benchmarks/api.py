@@ -21,7 +21,12 @@ scale and backend). Sections:
   lists    `GET /contacts`, `/companies`, `/reminders`, `/threads` (when the server has it):
            the first page and following cursor pages, at each --clients concurrency for
            --seconds: p50/p95 latency and requests/s (client wall time on loopback: the
-           client shares the 2 cores with the server).
+           client shares the 2 cores with the server). The client is wrk when installed
+           (Debian's package `wrk`; --client httpx for the Python one); its CPU per
+           request is printed, with the server's and the cores the server used. The
+           server runs --workers processes of --threads threads (`[web] workers`,
+           `[web] threads`; with several processes, the kernel hands each new connection
+           to one of them: "cores" shows when one got them all).
   webhooks added by `benchmarks/api_webhooks.py` when present: its `run(ctx)` gets the
            running server, a write token and the database URL (see `Context`) and
            returns rows to print.
@@ -36,6 +41,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,8 +79,9 @@ class Context:
     args: argparse.Namespace
 
 
-def start_server(url: str, root: Path) -> web_bench.Server:
-    """`mailmanager web` over `url`, with no per-token rate limit."""
+def start_server(url: str, root: Path, workers: int = 1, threads: int = 4) -> web_bench.Server:
+    """`mailmanager web` over `url`, with no per-token rate limit, `workers` processes of
+    `threads` threads (`[web] workers`, `[web] threads`)."""
     port = web_bench._free_port()
     path = root / "api-bench.toml"
     path.write_text(
@@ -87,6 +94,7 @@ def start_server(url: str, root: Path) -> web_bench.Server:
         'owner = "alice@example.com"\n'
         f'[web]\nport = {port}\nbase_url = "http://127.0.0.1:{port}"\n'
         f'secret_file = "{root / "web.key"}"\nsign_in_links = "email"\n'
+        f"workers = {workers}\nthreads = {threads}\n"
         "[api]\nrequests_per_minute = 100000000\n"
     )
     log = (root / "api-bench.out").open("wb")
@@ -272,19 +280,90 @@ def lists(ctx: Context) -> list[dict[str, Any]]:
             continue
         for n in ctx.args.clients:
             cpu = ctx.server.cpu_seconds()
-            r = asyncio.run(
-                web_bench.load(ctx.base, {}, paths, n, ctx.args.seconds, auth(ctx.token))
-            )
-            r["cpu_ms"] = round((ctx.server.cpu_seconds() - cpu) * 1000 / max(1, r["requests"]), 1)
-            rows.append({"backend": ctx.backend, "route": route, **r})
+            started = time.perf_counter()
+            if ctx.args.client == "wrk":
+                r = wrk_load(ctx, paths, n)
+            else:
+                mine = time.process_time()
+                r = asyncio.run(
+                    web_bench.load(ctx.base, {}, paths, n, ctx.args.seconds, auth(ctx.token))
+                )
+                r["client_cpu_s"] = time.process_time() - mine
+            wall = time.perf_counter() - started
+            used = ctx.server.cpu_seconds() - cpu
+            per = max(1, r["requests"])
+            r["cpu_ms"] = round(used * 1000 / per, 1)
+            r["client_cpu_ms"] = round(r.pop("client_cpu_s") * 1000 / per, 2)
+            r["server_cores"] = round(used / wall, 2)
+            rows.append({"backend": ctx.backend, "route": route, "client": ctx.args.client, **r})
             err = ",".join(f"{k}:{v}" for k, v in r["errors"].items()) or "0"
             print(
                 f"{ctx.backend:<10} GET {route:<14} {n:>3} clients {r['requests']:>6} reqs  "
                 f"p50 {r['p50_ms']:>6} ms  p95 {r['p95_ms']:>6} ms  {r['req_s']:>7} req/s  "
-                f"server cpu {r['cpu_ms']} ms/req  errors {err}",
+                f"server cpu {r['cpu_ms']} ms/req on {r['server_cores']} cores  "
+                f"client ({ctx.args.client}) cpu {r['client_cpu_ms']} ms/req  errors {err}",
                 flush=True,
             )
     return rows
+
+
+WRK_SCRIPT = """
+local paths, i = {}, 0
+for p in string.gmatch(os.getenv("MM_PATHS"), "[^\\n]+") do paths[#paths + 1] = p end
+request = function()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("MMRESULT %d %f %f %f %f %d %d\\n", summary.requests,
+    summary.duration / 1e6, latency:percentile(50) / 1e3, latency:percentile(95) / 1e3,
+    latency:percentile(99) / 1e3, e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+
+
+def wrk_load(ctx: Context, paths: list[str], clients: int) -> dict[str, Any]:
+    """`load`'s figures from wrk (a load generator in C: it takes ~20 times less CPU per
+    request than the httpx client, CPU the server then has), `clients` connections on one
+    thread cycling through `paths`; its CPU time from the kernel's count for children."""
+    script = Path(tempfile.gettempdir()) / "mm-api-bench.lua"
+    script.write_text(WRK_SCRIPT)
+    before = os.times()
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{clients}",
+            f"-d{ctx.args.seconds}s",
+            "--timeout",
+            "60s",
+            "-H",
+            f"Authorization: Bearer {ctx.token}",
+            "-s",
+            str(script),
+            ctx.base,
+        ],
+        env={**os.environ, "MM_PATHS": "\n".join(paths)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    after = os.times()
+    line = next(x for x in out.splitlines() if x.startswith("MMRESULT"))
+    n, seconds, p50, p95, p99, failed, non2xx = line.split()[1:]
+    errors = {k: int(v) for k, v in (("failed", failed), ("non-2xx", non2xx)) if int(v)}
+    return {
+        "clients": clients,
+        "requests": int(n),
+        "p50_ms": round(float(p50), 1),
+        "p95_ms": round(float(p95), 1),
+        "p99_ms": round(float(p99), 1),
+        "req_s": round(int(n) / float(seconds), 1),
+        "errors": errors,
+        "client_cpu_s": (after.children_user - before.children_user)
+        + (after.children_system - before.children_system),
+    }
 
 
 def run_backend(backend: str, url: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -293,7 +372,7 @@ def run_backend(backend: str, url: str, workdir: Path, args: argparse.Namespace)
     engine.dispose()
     forget_earlier_run(url)
     payload = items(url, args.contacts)
-    server = start_server(url, workdir)
+    server = start_server(url, workdir, args.workers, args.threads)
     out: dict[str, Any] = {"backend": backend}
     try:
         ctx = Context(backend, url, server.url, make_token(server), server, args)
@@ -324,6 +403,15 @@ def main() -> None:
         "--sections",
         default="upsert,lists,webhooks",
         help="upsert, lists, webhooks (comma-separated)",
+    )
+    ap.add_argument("--workers", type=int, default=1, help="the server's [web] workers")
+    ap.add_argument("--threads", type=int, default=4, help="the server's [web] threads")
+    ap.add_argument(
+        "--client",
+        choices=["wrk", "httpx"],
+        default="wrk" if shutil.which("wrk") else "httpx",
+        help="the lists' load client: wrk (Debian package wrk; the default when installed) "
+        "or the Python httpx client (the --clients connections in one asyncio loop)",
     )
     ap.add_argument("--workdir", help="keep (and reuse) the databases here (default: a temp dir)")
     ap.add_argument("--json", help="also write the figures to this file")

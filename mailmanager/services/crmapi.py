@@ -196,7 +196,9 @@ def list_records(
 ) -> list[Out]:
     """Up to `limit` records of `kind` after the keyset `after`, by (updated_at, id)."""
     model = KINDS[kind]
-    stmt = sa.select(model)
+    # The table's columns, not the ORM entity: rows, not objects to track (a third of a
+    # page's CPU time went to building them).
+    stmt: Any = sa.select(*model.__table__.c)
     f = filters
     if f.updated_since is not None:
         stmt = stmt.where(model.updated_at >= f.updated_since)
@@ -213,7 +215,7 @@ def list_records(
     if after is not None:
         stmt = stmt.where(sa.tuple_(model.updated_at, model.id) > sa.tuple_(*after))
     stmt = stmt.order_by(model.updated_at, model.id).limit(limit)
-    return _shape(session, kind, list(session.scalars(stmt)))
+    return _shape(session, kind, session.execute(stmt).all())
 
 
 def get_row(session: Session, kind: str, record_id: int) -> Any:

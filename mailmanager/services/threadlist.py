@@ -16,7 +16,7 @@ last message would move a thread that gets a reply, which then could be skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,12 +24,13 @@ from sqlalchemy.orm import Session, aliased
 
 from mailmanager import config as config_mod
 from mailmanager.db import models, store
-from mailmanager.db.models import Folder, Link, Mailbox, Message, MessageLocation, Thread
+from mailmanager.db.models import Link, Message, MessageLocation, Thread
 from mailmanager.services import access, curation
 from mailmanager.services.access import Level, Viewer
 from mailmanager.services.threadview import LinkedRecord
 
 _RANK: dict[str, int] = {"none": 0, "metadata": 1, "content": 2}
+_EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -69,18 +70,6 @@ class ThreadSummary:
     records: tuple[LinkedRecord, ...]
 
 
-def _folders(session: Session, viewer: Viewer) -> list[int]:
-    """The folders of the mailboxes of the users whose content `viewer` reads."""
-    return list(
-        session.scalars(
-            sa.select(Folder.id)
-            .join(Mailbox, Mailbox.id == Folder.mailbox_id)
-            .join(models.User, models.User.id == Mailbox.owner_id)
-            .where(models.User.email.in_(sorted(viewer.sees_content_of)))
-        )
-    )
-
-
 def _visible(session: Session, cfg: config_mod.Config, viewer: Viewer) -> sa.ColumnElement[bool]:
     """`access.level` > "none" for some message of the thread, in SQL (module docstring).
     Each test is an EXISTS on the thread's messages (their index by thread), asked only of
@@ -88,13 +77,17 @@ def _visible(session: Session, cfg: config_mod.Config, viewer: Viewer) -> sa.Col
     set of every thread it holds, built per request (200 ms at 200,000 messages; 2 ms
     so, `benchmarks/web.py`'s world)."""
     t, m = Thread, Message
+    folders = access.content_folders(session, viewer)
     held = (
         sa.select(MessageLocation.id)
         .join(m, m.id == MessageLocation.message_id)
         # `+ 0`: the folder is a filter, not a way in. SQLite otherwise reads the viewer's
         # whole folder (by its unique index) for each thread: 1.8 s per page at 200,000
         # messages in one mailbox, against a few ms through the messages' thread index.
-        .where(m.thread_id == t.id, (MessageLocation.folder_id + 0).in_(_folders(session, viewer)))
+        .where(
+            m.thread_id == t.id,
+            (MessageLocation.folder_id + 0).in_(folders),
+        )
         .offset(0)
         .exists()
     )
@@ -162,25 +155,13 @@ def page(
 def summaries(
     session: Session, cfg: config_mod.Config, viewer: Viewer, thread_ids: list[int]
 ) -> list[ThreadSummary]:
-    """The threads `thread_ids`, in that order, as `viewer` sees them (`access.levels` on
-    each of their messages); a thread of which they see nothing is left out."""
-    members: dict[int, list[tuple[int, datetime | None]]] = {}
-    for part in store.chunks(thread_ids):
-        for mid, tid, sent in session.execute(
-            sa.select(Message.id, Message.thread_id, Message.sent_at).where(
-                Message.thread_id.in_(part)
-            )
-        ):
-            if tid is not None:  # one of `part`
-                members.setdefault(tid, []).append((mid, sent))
-    found = access.levels(session, cfg, viewer, [m for ms in members.values() for m, _ in ms])
-    subjects: dict[int, str] = {}
-    for part in store.chunks(sorted(m for m, lv in found.items() if lv != "none")):
-        subjects.update(
-            session.execute(
-                sa.select(Message.id, Message.subject).where(Message.id.in_(part))
-            ).all()
-        )
+    """The threads `thread_ids`, in that order, as `viewer` sees them (`access.level` of
+    each of their messages, `access.thread_levels_of`); a thread of which they see nothing
+    is left out."""
+    members: dict[int, list[access.Seen]] = {}
+    for seen_one in access.thread_levels_of(session, cfg, viewer, thread_ids):
+        if seen_one.level != "none":
+            members.setdefault(seen_one.thread_id, []).append(seen_one)
     updated = dict(
         session.execute(
             sa.select(Thread.id, Thread.updated_at).where(Thread.id.in_(thread_ids))
@@ -190,22 +171,21 @@ def summaries(
     out = []
     for tid in thread_ids:
         seen = sorted(
-            ((sent, mid) for mid, sent in members.get(tid, ()) if found.get(mid, "none") != "none"),
-            key=lambda x: (x[0] is None, x[0], x[1]),
+            members.get(tid, ()),
+            key=lambda x: (x.sent_at is None, x.sent_at or _EPOCH, x.id),
         )
         if not seen:
             continue
-        dates = [sent for sent, _ in seen if sent is not None]
-        best = max((found[mid] for _, mid in seen), key=_RANK.__getitem__)
+        dates = [x.sent_at for x in seen if x.sent_at is not None]
         out.append(
             ThreadSummary(
                 id=tid,
-                subject=subjects.get(seen[0][1], ""),
+                subject=seen[0].subject,
                 first_at=min(dates, default=None),
                 last_at=max(dates, default=None),
                 updated_at=updated[tid],
                 message_count=len(seen),
-                level=best,
+                level=max((x.level for x in seen), key=_RANK.__getitem__),
                 records=linked.get(tid, ()),
             )
         )

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
+import anyio.to_thread
 import jinja2
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -167,7 +168,10 @@ def _environment() -> jinja2.Environment:
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     """At shutdown (SIGTERM, Ctrl-C), once requests are done: stop the "sync now" runs and
-    wait for them a bounded time, off the event loop."""
+    wait for them a bounded time, off the event loop. At start: the thread pool's size,
+    `[web] threads` (the event loop's default limiter serves sync routes and dependencies)."""
+    state: deps.WebState = app.state.web
+    anyio.to_thread.current_default_thread_limiter().total_tokens = state.cfg.web.threads
     yield
     await asyncio.to_thread(admin.shutdown, app)
 

@@ -142,6 +142,26 @@ def test_a_thread_marked_private_is_for_its_owner_alone(s: Session, world: rw.Wo
     assert "Devis portes" not in {t.subject for t in rec.threads}
 
 
+def test_the_lists_one_query_judges_as_levels_does(s: Session, world: rw.World) -> None:
+    """`thread_levels_of` (the API's thread list: one query for a page) gives each message
+    the level `levels` gives it, for every user and visibility, a private thread included."""
+    thread = s.get(models.Thread, world.ids["thread:a1@acme.fr"])
+    assert thread is not None
+    thread.private_owner = ALICE
+    s.flush()
+    tids = list(s.scalars(sa.select(models.Thread.id)))
+    mids = list(s.scalars(sa.select(models.Message.id).where(models.Message.thread_id.in_(tids))))
+    kinds = set()
+    for shown in ("full", "metadata", "none"):
+        w = world.with_visibility(shown)
+        for who in (ALICE, BOB, CAROL, DAVE):
+            v = w.viewer(who)
+            one = {x.id: x.level for x in access.thread_levels_of(s, w.cfg, v, tids)}
+            assert one == access.levels(s, w.cfg, v, mids), (shown, who)
+            kinds |= set(one.values())
+    assert kinds == {"none", "metadata", "content"}
+
+
 def test_link_and_unlink_need_a_reader(s: Session, world: rw.World) -> None:
     devis, opp = world.ids["thread:a1@acme.fr"], world.ids["opp1"]
     with pytest.raises(AccessError) as refused:
