@@ -9,7 +9,7 @@ opaque `cursor` (keyset: stable when rows are added before it), `limit` at most 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -102,7 +102,7 @@ def caller(
     return found
 
 
-def scope(name: str) -> Callable[[apitokens.Caller], apitokens.Caller]:
+def scope(name: str) -> Callable[[apitokens.Caller], Awaitable[apitokens.Caller]]:
     """A dependency: the caller, when their token holds scope `name` (else 403)."""
 
     # async: no work to move off the event loop, so no trip through the thread pool
