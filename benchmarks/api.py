@@ -335,7 +335,7 @@ def wrk_load(ctx: Context, paths: list[str], clients: int) -> dict[str, Any]:
             "wrk",
             "-t1",
             f"-c{clients}",
-            f"-d{ctx.args.seconds}s",
+            f"-d{max(1, round(ctx.args.seconds))}s",
             "--timeout",
             "60s",
             "-H",
