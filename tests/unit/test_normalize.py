@@ -172,3 +172,35 @@ def test_nothing_reaches_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
     normalize._psl.cache_clear()
     assert normalize.registrable_domain("a.b.acme.co.uk") == "acme.co.uk"
     assert normalize.is_free_mail("orange.fr")
+
+
+def test_the_quick_no_for_free_mail_agrees_with_the_long_way() -> None:
+    """`is_free_mail` answers most ASCII domains without IDNA or the public-suffix list;
+    the answer is the long way's for every spelling that could trip it."""
+    names = [
+        *sorted(normalize.FREE_MAIL_DOMAINS)[:200],
+        "GMAIL.COM",
+        "gmail.com.",
+        "mail.free.fr",
+        "x@Mail.Orange.FR",
+        "@yahoo.fr",
+        " gmx.de ",
+        "acme.fr",
+        "gmail.com.evil.example",
+        "notgmail.com",
+        "co.uk",
+        "acme.co.uk",
+        "[127.0.0.1]",
+        "xn--mnchen-3ya.de",
+        "münchen.de",
+        "ＧＭＡＩＬ.com",
+        "gmail.cοm",
+        "",
+        "@",
+        "..",
+        "a..b",
+    ]
+    for name in names:
+        domain = name.rpartition("@")[2]
+        assert normalize.is_free_mail(name) is normalize._is_free_mail(domain), name
+    assert normalize.is_free_mail("GMAIL.COM") and not normalize.is_free_mail("notgmail.com")
