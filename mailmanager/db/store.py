@@ -352,9 +352,31 @@ def among(s: Session, column: Any, values: Collection[Any]) -> sa.ColumnElement[
     values (psycopg parses a query of thousands of placeholders slower than it runs it:
     3 ms for 1,000, against under 1 ms for the array)."""
     if s.get_bind().dialect.name == "postgresql":
-        array = sa.bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
-        return column == sa.any_(array)  # type: ignore[no-any-return]
+        return column == sa.any_(pg_array(list(values), column.type))  # type: ignore[no-any-return]
     return column.in_(values)  # type: ignore[no-any-return]
+
+
+def pg_array(values: list[Any], item_type: Any) -> Any:
+    """`values` as one PostgreSQL array parameter of `item_type`. Integers and strings go
+    as the array's text form, cast on the server: psycopg dumps a list element by element in
+    Python (13 % of a bulk upsert's server time); anything else goes through psycopg."""
+    kind = postgresql.ARRAY(item_type)
+    if all(type(v) is int for v in values):
+        text = "{" + ",".join(map(str, values)) + "}"
+    elif all(v is None or type(v) is str for v in values):
+        text = "{" + ",".join("NULL" if v is None else _quoted(v) for v in values) + "}"
+    else:
+        return sa.bindparam(None, values, type_=kind)
+    # An untyped parameter in the CAST: PostgreSQL then takes the parameter itself as the
+    # array (a constant its planner sees), where a text parameter cast to an array is work
+    # left to run time (array_in is not immutable): with no idea of the list, it planned a
+    # scan comparing every row with every value (1.2 s a batch on opportunity_contacts).
+    return sa.cast(sa.bindparam(None, text, type_=sa.types.NullType()), kind)
+
+
+def _quoted(value: str) -> str:
+    """An element of an array's text form: double-quoted, `"` and `\\` escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def parts(s: Session, values: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -397,7 +419,7 @@ def insert_many(s: Session, model: type[models.Base], rows: Sequence[dict[str, A
         if n and all(v == vals[0] for v in vals):
             columns.append(sa.bindparam(None, vals[0], type_=kind))
         else:
-            columns.append(sa.func.unnest(sa.bindparam(None, vals, type_=postgresql.ARRAY(kind))))
+            columns.append(sa.func.unnest(pg_array(vals, kind)))
     s.execute(sa.insert(t).from_select(list(values), sa.select(*columns)))
 
 
