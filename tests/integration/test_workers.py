@@ -60,10 +60,18 @@ _WORKER = """
 
 
 def _add(root: Path, start: int, count: int, prefix: str) -> None:
-    box = mailbox.Maildir(str(root), create=True)
+    """Deliver `count` messages to the Maildir at `root`, all at once: written first to a
+    Maildir beside it, then renamed into its `new/` in one go (a few ms), so a sync that
+    starts meanwhile cannot catch a few of them and end at once (it did, once matching got
+    faster, and the test then found no sync of box0 running to kill)."""
+    mailbox.Maildir(str(root), create=True)
+    beside = root.with_name(root.name + ".staging")
+    staging = mailbox.Maildir(str(beside), create=True)
     for i in range(start, start + count):
         subject, msgid = f"Commande {prefix}{i}", f"{prefix}{i}@acme.fr"
-        box.add(make(CLIENT, ALICE, subject, msgid=msgid, at=day(i / 100)))
+        staging.add(make(CLIENT, ALICE, subject, msgid=msgid, at=day(i / 100)))
+    for path in sorted((beside / "new").iterdir()):
+        path.rename(root / "new" / path.name)
 
 
 @pytest.fixture
