@@ -5,6 +5,7 @@ None as NULL. The same calls work on SQLite (plain IN lists, executemany)."""
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -60,7 +61,7 @@ def test_postgresql_plans_the_array_as_a_constant(factory: sessionmaker[Session]
     PostgreSQL planned a scan comparing every row with every value (1.2 s a batch)."""
     with factory() as s:
         if s.get_bind().dialect.name != "postgresql":
-            return
+            pytest.skip("the array parameter and its plan are PostgreSQL's")
         C = models.Contact
         for values, column in (([3, 1, 2], C.id), (['a"b', "c"], C.external_id)):
             stmt = sa.select(C.id).where(store.among(s, column, values))
