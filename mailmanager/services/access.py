@@ -221,13 +221,19 @@ class Seen:
 
 
 def thread_levels_of(
-    session: Session, cfg: config_mod.Config, viewer: Viewer, thread_ids: Sequence[int]
+    session: Session,
+    cfg: config_mod.Config,
+    viewer: Viewer,
+    thread_ids: Sequence[int],
+    folders: list[int] | None = None,
 ) -> list[Seen]:
     """`level` of every message of these threads, in one query (`levels` asks four per
     500 messages, which made most of the API's thread list): per message, whether a
-    folder of `content_folders` holds it, whether it is on a record (`on_records`), and
-    its thread's private owner; `level` judges."""
-    folders = content_folders(session, viewer)
+    folder of `content_folders` holds it (`folders`: those, when the caller has them
+    already), whether it is on a record (`on_records`), and its thread's private owner;
+    `level` judges."""
+    if folders is None:
+        folders = content_folders(session, viewer)
     m = Message
     # `+ 0`: reach the locations by message, never by folder (SQLite would read the
     # viewer's whole folder for each message).

@@ -70,14 +70,16 @@ class ThreadSummary:
     records: tuple[LinkedRecord, ...]
 
 
-def _visible(session: Session, cfg: config_mod.Config, viewer: Viewer) -> sa.ColumnElement[bool]:
-    """`access.level` > "none" for some message of the thread, in SQL (module docstring).
-    Each test is an EXISTS on the thread's messages (their index by thread), asked only of
-    the threads the page reads. `OFFSET 0` keeps PostgreSQL from turning each into a hashed
-    set of every thread it holds, built per request (200 ms at 200,000 messages; 2 ms
-    so, `benchmarks/web.py`'s world)."""
+def _visible(
+    cfg: config_mod.Config, viewer: Viewer, folders: list[int]
+) -> sa.ColumnElement[bool]:
+    """`access.level` > "none" for some message of the thread, in SQL (module docstring),
+    `folders` being the viewer's `access.content_folders`. Each test is an EXISTS on the
+    thread's messages (their index by thread), asked only of the threads the page reads.
+    `OFFSET 0` keeps PostgreSQL from turning each into a hashed set of every thread it
+    holds, built per request (200 ms at 200,000 messages; 2 ms so, `benchmarks/web.py`'s
+    world)."""
     t, m = Thread, Message
-    folders = access.content_folders(session, viewer)
     held = (
         sa.select(MessageLocation.id)
         .join(m, m.id == MessageLocation.message_id)
@@ -135,7 +137,8 @@ def page(
     those whose id is below `before`; and the id to pass as `before` for the next page
     (None on the last)."""
     t = Thread
-    query = sa.select(t.id).where(_visible(session, cfg, viewer))
+    folders = access.content_folders(session, viewer)
+    query = sa.select(t.id, t.updated_at).where(_visible(cfg, viewer, folders))
     for kind, rid in filters.records():
         query = query.where(t.id.in_(linked_to(kind, rid)))
     if filters.since is not None:
@@ -146,27 +149,37 @@ def page(
         query = query.where(t.updated_at >= filters.updated_since)
     if before is not None:
         query = query.where(t.id < before)
-    ids = list(session.scalars(query.order_by(t.id.desc()).limit(limit + 1)))
-    more = len(ids) > limit
-    ids = ids[:limit]
-    return summaries(session, cfg, viewer, ids), (ids[-1] if more and ids else None)
+    rows = session.execute(query.order_by(t.id.desc()).limit(limit + 1)).all()
+    more = len(rows) > limit
+    updated: dict[int, datetime] = dict(rows[:limit])
+    ids = list(updated)
+    found = summaries(session, cfg, viewer, ids, folders=folders, updated=updated)
+    return found, (ids[-1] if more and ids else None)
 
 
 def summaries(
-    session: Session, cfg: config_mod.Config, viewer: Viewer, thread_ids: list[int]
+    session: Session,
+    cfg: config_mod.Config,
+    viewer: Viewer,
+    thread_ids: list[int],
+    *,
+    folders: list[int] | None = None,
+    updated: dict[int, datetime] | None = None,
 ) -> list[ThreadSummary]:
     """The threads `thread_ids`, in that order, as `viewer` sees them (`access.level` of
     each of their messages, `access.thread_levels_of`); a thread of which they see nothing
-    is left out."""
+    is left out. `folders` (the viewer's `access.content_folders`) and `updated` (each
+    thread's `updated_at`) spare a query each when the caller read them already."""
     members: dict[int, list[access.Seen]] = {}
-    for seen_one in access.thread_levels_of(session, cfg, viewer, thread_ids):
+    for seen_one in access.thread_levels_of(session, cfg, viewer, thread_ids, folders):
         if seen_one.level != "none":
             members.setdefault(seen_one.thread_id, []).append(seen_one)
-    updated = dict(
-        session.execute(
-            sa.select(Thread.id, Thread.updated_at).where(Thread.id.in_(thread_ids))
-        ).all()
-    )
+    if updated is None:
+        updated = dict(
+            session.execute(
+                sa.select(Thread.id, Thread.updated_at).where(Thread.id.in_(thread_ids))
+            ).all()
+        )
     linked = _records(session, thread_ids)
     out = []
     for tid in thread_ids:

@@ -53,7 +53,8 @@ def test_a_pages_threads_are_checked_one_by_one(factory: sessionmaker[Session]) 
         assert [t.id for t in rest] == [ids[0]] and last is None
         bind = s.get_bind()
         t = models.Thread
-        query = sa.select(t.id).where(threadlist._visible(s, cfg, viewer))
+        folders = access.content_folders(s, viewer)
+        query = sa.select(t.id).where(threadlist._visible(cfg, viewer, folders))
         sql = str(
             query.order_by(t.id.desc())
             .limit(51)
