@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from mailmanager.cli.app import EXIT_CONFIG, State, database, fail
+from mailmanager.cli.app import EXIT_CONFIG, EXIT_FAILED, State, database, fail
 
 
 def _say(line: str) -> None:
@@ -32,6 +32,7 @@ def web_cmd(state: State, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from mailmanager.notify import actionlinks
+    from mailmanager.web import processes
     from mailmanager.web.app import WORKER_ADDRESS, WORKER_CONFIG, create_app
 
     cfg = state.config()
@@ -55,6 +56,12 @@ def web_cmd(state: State, host: str | None, port: int | None) -> None:
     # Several processes: each makes its app (`web.app.for_worker`) from the same file.
     os.environ[WORKER_CONFIG] = str(Path(state.config_file).resolve())
     os.environ[WORKER_ADDRESS] = f"{web.host}:{web.port}"
+    if processes.balanced():  # a listening socket per process (`web.processes`)
+        try:
+            processes.Supervisor(web.host, web.port, web.workers, options).run()
+        except processes.ServeError as exc:
+            fail(str(exc), EXIT_FAILED)
+        return
     uvicorn.run(
         "mailmanager.web.app:for_worker",
         factory=True,
