@@ -30,6 +30,8 @@ import time
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from mailmanager.errors import MailmanagerError
+
 log = logging.getLogger(__name__)
 
 STARTUP_FAILURE = 3  # uvicorn's exit status for a process that could not start serving
@@ -88,7 +90,11 @@ def _serve_one(host: str, port: int, options: dict[str, Any]) -> None:
     except OSError as exc:
         print(f"mailmanager web: cannot listen on {host}:{port}: {exc}", flush=True)
         raise SystemExit(STARTUP_FAILURE) from exc
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except MailmanagerError as exc:  # its configuration or database, read again here
+        print(f"mailmanager web: a server process cannot start: {exc}", flush=True)
+        raise SystemExit(STARTUP_FAILURE) from None
 
 
 class Supervisor:
@@ -139,10 +145,7 @@ class Supervisor:
             process.join()
             lived = time.monotonic() - self.started[n]
             if process.exitcode == STARTUP_FAILURE:
-                raise ServeError(
-                    f"a server process could not start (exit status {STARTUP_FAILURE}): "
-                    "see its message above"
-                )
+                raise ServeError("a server process could not start: see its message above")
             self.quick_deaths = self.quick_deaths + 1 if lived < QUICK else 0
             if self.quick_deaths >= QUICK_DEATHS:
                 raise ServeError(

@@ -173,3 +173,20 @@ def test_an_address_in_use_is_refused_with_what_to_do(
     assert done.returncode == 1, done
     assert f"127.0.0.1:{port} is in use already" in done.stderr, done.stderr
     assert "--port" in done.stderr
+
+
+def test_processes_that_cannot_start_stop_the_server_with_the_reason(
+    start_web_server: Callable[..., WebServer],
+) -> None:
+    server = start_web_server("workers = 2")
+    _wait(lambda: _both_listening(server), "both processes listen")
+    assert server.proc is not None
+    server.config.rename(server.config.with_suffix(".moved"))  # a new process cannot start
+    first, second = _workers(server)
+    os.kill(first, signal.SIGKILL)
+    assert server.proc.wait(timeout=60) == 1, server.output()  # not restarted in a loop
+    out = server.output()
+    assert "a server process cannot start" in out and "file not found" in out, out
+    assert "a server process could not start: see its message above" in out, out
+    assert "Traceback" not in out, out
+    _wait(lambda: not Path(f"/proc/{second}").exists(), "the other process was stopped")
