@@ -241,15 +241,20 @@ def thread_levels_of(
         MessageLocation.message_id == m.id, (MessageLocation.folder_id + 0).in_(folders)
     )
     wanted = (~Link.tombstone, Link.target_kind != "any")
+    # `OFFSET 0`: a probe of the links' index per message. PostgreSQL otherwise may hash
+    # every link of the database once per request (15,000 in the benchmark's world: 2.8 ms
+    # a page, against 0.8 so).
     linked = sa.or_(
-        sa.exists(sa.select(Link.id).where(Link.message_id == m.id, *wanted)),
+        sa.exists(sa.select(Link.id).where(Link.message_id == m.id, *wanted).offset(0)),
         sa.exists(
-            sa.select(Link.id).where(
+            sa.select(Link.id)
+            .where(
                 models.manual_links(),
                 Link.thread_id == m.thread_id,
                 Link.message_id.is_(None),
                 *wanted,
             )
+            .offset(0)
         ),
     )
     mine = sa.exists(held) if folders else sa.false()
