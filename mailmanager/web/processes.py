@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from multiprocessing.process import BaseProcess
@@ -45,8 +46,10 @@ class ServeError(RuntimeError):
 
 
 def balanced() -> bool:
-    """Whether this system has `SO_REUSEPORT` (Linux, the BSDs, macOS; not Windows)."""
-    return hasattr(socket, "SO_REUSEPORT")
+    """Whether the kernel spreads connections over sockets sharing a port: Linux's
+    `SO_REUSEPORT` (on macOS and the BSDs the option exists, but one socket gets them all;
+    those systems and Windows keep uvicorn's shared socket)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
 def listener(host: str, port: int, share: bool = True) -> socket.socket:
