@@ -20,13 +20,15 @@ ENGINES = ("auto", "embedded", "procrastinate")
 @dataclass(frozen=True)
 class WorkersConfig:
     """`[workers]`: the scheduler (`engine`) and, for procrastinate, the jobs each worker
-    runs at once (`concurrency`), the seconds between its heartbeats (`heartbeat`) and the
-    silence after which it is taken for dead and its jobs are retried (`stalled_after`)."""
+    runs at once (`concurrency`), the seconds between its heartbeats (`heartbeat`), the
+    silence after which it is taken for dead and its jobs are retried (`stalled_after`), and
+    the hours a finished job stays in procrastinate's tables (`keep_jobs_hours`)."""
 
     engine: str = field(default="auto", metadata=spec(schema.one_of(*ENGINES)))
     concurrency: int = field(default=4, metadata=spec(schema.at_least(1)))
     heartbeat: int = field(default=5, metadata=spec(schema.at_least(1)))
     stalled_after: int = field(default=20, metadata=spec(schema.at_least(3)))
+    keep_jobs_hours: int = field(default=72, metadata=spec(schema.at_least(1)))
 
     @property
     def stalled_seconds(self) -> int:

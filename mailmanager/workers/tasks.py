@@ -11,7 +11,9 @@ from typing import Any
 
 import procrastinate
 import psycopg
+from procrastinate import builtin_tasks as pq_builtin_tasks
 from procrastinate import exceptions as pq_exceptions
+from procrastinate import job_context as pq_job_context
 from procrastinate import jobs as pq_jobs
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 SYNC_TICK = "mailmanager.sync_tick"
 WATCH_QUEUE = "watch"  # the watchers' jobs (long-running): worked by their own slots
 RETRIED_PRIORITY = 100  # a dead worker's job goes before the queued ones (default 0)
+FAILED_KEEP_HOURS = 7 * 24  # a failed job stays a week at least: `status` counts them
 
 
 def conninfo(engine: Engine) -> str:
@@ -146,6 +149,21 @@ def build_app(
                 await app.job_manager.finish_job_by_id_async(
                     job.id, status=pq_jobs.Status.FAILED, delete_job=False
                 )
+
+    # Every job leaves its row (and its events) when it ends: a webhooks tick every 10 s
+    # alone is 8,640 a day. procrastinate's builtin deletes those finished for `keep` hours.
+    keep = cfg.workers.keep_jobs_hours
+
+    @app.periodic(cron=cron_every(3600), periodic_id="remove_old_jobs")
+    @app.task(
+        name="mailmanager.remove_old_jobs",
+        queueing_lock="mailmanager.remove_old_jobs",
+        pass_context=True,
+    )
+    async def remove_old_jobs(context: pq_job_context.JobContext, timestamp: int) -> None:
+        remove = pq_builtin_tasks.remove_old_jobs
+        await remove(context, max_hours=keep, remove_cancelled=True, remove_aborted=True)
+        await remove(context, max_hours=max(keep, FAILED_KEEP_HOURS), remove_failed=True)
 
     return app
 
