@@ -23,6 +23,9 @@ https://procrastinate.readthedocs.io), not ours:
   former holder stops at its next batch.
 - Each worker writes its host, pid and start into `worker_hosts` (`hosts`), which `status`
   joins with procrastinate's heartbeats.
+- `remove_old_jobs` (hourly) deletes the jobs that ended `[workers] keep_jobs_hours` ago
+  (72), the failed ones after a week at least (`status` counts them); queued and running
+  jobs are never touched.
 - `runner.run_worker` applies procrastinate's schema when missing (under the schema
   advisory lock, so workers starting together do not race), queues a sync tick at once (the
   first syncs do not wait for the cron), then runs the worker until SIGTERM/SIGINT: the
