@@ -379,6 +379,27 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def among_param(postgres: bool, column: Any, name: str) -> sa.ColumnElement[bool]:
+    """`among` with the values left to a parameter `name`, for a statement built once and
+    run many times: bind `ids_param(postgres, values)` to it (integers only)."""
+    if postgres:
+        kind = postgresql.ARRAY(column.type)
+        untyped = sa.bindparam(name, type_=sa.types.NullType())  # as `pg_array` says why
+        return column == sa.any_(sa.cast(untyped, kind))  # type: ignore[no-any-return]
+    return column.in_(sa.bindparam(name, expanding=True))  # type: ignore[no-any-return]
+
+
+def ids_param(postgres: bool, values: Sequence[int]) -> Any:
+    """The value of an `among_param` parameter: the array's text form on PostgreSQL."""
+    if postgres:
+        return "{" + ",".join(str(int(v)) for v in values) + "}"
+    return list(values)
+
+
+def is_postgres(s: Session) -> bool:
+    return s.get_bind().dialect.name == "postgresql"
+
+
 def parts(s: Session, values: Sequence[Any]) -> Iterator[Sequence[Any]]:
     """`values` in slices sized for `among`: 500 on SQLite, 20,000 on PostgreSQL."""
     size = 20000 if s.get_bind().dialect.name == "postgresql" else 500

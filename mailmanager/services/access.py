@@ -15,6 +15,7 @@ a message is held in mailboxes (`MessageLocation` → `Folder` → `Mailbox.owne
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -234,11 +235,33 @@ def thread_levels_of(
     `level` judges."""
     if folders is None:
         folders = content_folders(session, viewer)
+    postgres = store.is_postgres(session)
+    query = _levels_query(postgres, bool(folders))
+    shown = visibility(cfg)
+    out: list[Seen] = []
+    for part in store.parts(session, sorted(set(thread_ids))):
+        values = {"threads": store.ids_param(postgres, part), "folders": folders}
+        for mid, tid, sent, subject, private, held_here, on_record in session.execute(
+            query, values
+        ):
+            owners = viewer.sees_content_of if held_here else ()
+            found = level(viewer, owners, bool(on_record), shown, private)
+            out.append(Seen(mid, tid, sent, subject or "", found))
+    return out
+
+
+@functools.cache
+def _levels_query(
+    postgres: bool, any_folder: bool
+) -> sa.Select[int, int, datetime | None, str, str | None, bool, bool]:
+    """`thread_levels_of`'s query, built once per backend (the viewer's folders and the
+    threads are its parameters `folders` and `threads`)."""
     m = Message
     # `+ 0`: reach the locations by message, never by folder (SQLite would read the
     # viewer's whole folder for each message).
     held = sa.select(MessageLocation.id).where(
-        MessageLocation.message_id == m.id, (MessageLocation.folder_id + 0).in_(folders)
+        MessageLocation.message_id == m.id,
+        (MessageLocation.folder_id + 0).in_(sa.bindparam("folders", expanding=True)),
     )
     wanted = (~Link.tombstone, Link.target_kind != "any")
     # `OFFSET 0`: a probe of the links' index per message. PostgreSQL otherwise may hash
@@ -257,22 +280,12 @@ def thread_levels_of(
             .offset(0)
         ),
     )
-    mine = sa.exists(held) if folders else sa.false()
-    shown = visibility(cfg)
-    out: list[Seen] = []
-    for part in store.parts(session, sorted(set(thread_ids))):
-        query = (
-            sa.select(m.id, m.thread_id, m.sent_at, m.subject, Thread.private_owner, mine, linked)
-            .join(Thread, Thread.id == m.thread_id)
-            .where(store.among(session, m.thread_id, part))
-        )
-        for mid, tid, sent, subject, private, held_here, on_record in session.execute(query):
-            if tid is None:  # (the join keeps none)
-                continue
-            owners = viewer.sees_content_of if held_here else ()
-            found = level(viewer, owners, bool(on_record), shown, private)
-            out.append(Seen(mid, tid, sent, subject or "", found))
-    return out
+    mine = sa.exists(held) if any_folder else sa.false()
+    return (
+        sa.select(m.id, Thread.id, m.sent_at, m.subject, Thread.private_owner, mine, linked)
+        .join(Thread, Thread.id == m.thread_id)
+        .where(store.among_param(postgres, m.thread_id, "threads"))
+    )
 
 
 def require(

@@ -10,6 +10,7 @@ Each action writes an AuditLog row and re-matches the thread at once.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -91,6 +92,27 @@ def target_labels(
     """`target_label` of many (kind, id) at once, in one query (per 500 ids of a kind on
     SQLite): the companies, opportunities and contacts asked, each contact with its first
     address (a list of threads names hundreds of records)."""
+    postgres = store.is_postgres(session)
+    slices = {
+        kind: list(store.parts(session, sorted({i for k, i in targets if k == kind})))
+        for kind in KINDS
+    }
+    out: dict[tuple[str, int], str] = {}
+    for n in range(max(len(found) for found in slices.values())):
+        present = tuple(kind for kind in KINDS if n < len(slices[kind]))
+        values = {kind: store.ids_param(postgres, slices[kind][n]) for kind in present}
+        for kind, rid, a, b, address in session.execute(_labels_query(postgres, present), values):
+            out[kind, rid] = _label(kind, rid, a, b, address)
+    for kind, rid in targets:  # deleted records, and kinds without a table
+        if (kind, rid) not in out:
+            out[kind, rid] = target_label(session, kind, rid)
+    return out
+
+
+@functools.cache
+def _labels_query(postgres: bool, kinds: tuple[str, ...]) -> sa.CompoundSelect[Any]:
+    """`target_labels`' query for `kinds`, built once (each kind's ids are the parameter
+    of its name): kind, id and the fields `_label` makes the label of."""
     c, ce, o, co = models.Contact, models.ContactEmail, models.Opportunity, models.Company
     email = (  # as written (`display`), not the match key: `contact_label`'s
         sa.select(sa.case((ce.display == "", ce.email), else_=ce.display))
@@ -105,25 +127,15 @@ def target_labels(
         "opportunity": (o.id, (o.reference, o.title, none)),
         "contact": (c.id, (c.first_name, c.last_name, email)),
     }
-    slices = {
-        kind: list(store.parts(session, sorted({i for k, i in targets if k == kind})))
-        for kind in KINDS
-    }
-    out: dict[tuple[str, int], str] = {}
-    for n in range(max(len(found) for found in slices.values())):
-        selects = [
+    return sa.union_all(
+        *(
             sa.select(sa.literal(kind, sa.Text), key, *fields).where(
-                store.among(session, key, slices[kind][n])
+                store.among_param(postgres, key, kind)
             )
             for kind, (key, fields) in shapes.items()
-            if n < len(slices[kind])
-        ]
-        for kind, rid, a, b, address in session.execute(sa.union_all(*selects)):
-            out[kind, rid] = _label(kind, rid, a, b, address)
-    for kind, rid in targets:  # deleted records, and kinds without a table
-        if (kind, rid) not in out:
-            out[kind, rid] = target_label(session, kind, rid)
-    return out
+            if kind in kinds
+        )
+    )
 
 
 def _label(kind: str, rid: int, a: str | None, b: str | None, email: str | None) -> str:

@@ -15,7 +15,7 @@ last message would move a thread that gets a reply, which then could be skipped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -71,11 +71,11 @@ class ThreadSummary:
     records: tuple[LinkedRecord, ...]
 
 
-def _visible(
-    cfg: config_mod.Config, viewer: Viewer, folders: list[int]
-) -> sa.ColumnElement[bool]:
+def _visible(on_records: bool) -> sa.ColumnElement[bool]:
     """`access.level` > "none" for some message of the thread, in SQL (module docstring),
-    `folders` being the viewer's `access.content_folders`. Each test is an EXISTS on the
+    for the viewer of parameters `viewer` (their email) and `folders` (their
+    `access.content_folders`); `on_records`: colleagues' threads on a client record count
+    (`[web] visibility` is "full" or "metadata"). Each test is an EXISTS on the
     thread's messages (their index by thread), asked only of the threads the page reads.
     `OFFSET 0` keeps PostgreSQL from turning each into a hashed set of every thread it
     holds, built per request (200 ms at 200,000 messages; 2 ms so, `benchmarks/web.py`'s
@@ -89,13 +89,13 @@ def _visible(
         # messages in one mailbox, against a few ms through the messages' thread index.
         .where(
             m.thread_id == t.id,
-            (MessageLocation.folder_id + 0).in_(folders),
+            (MessageLocation.folder_id + 0).in_(sa.bindparam("folders", expanding=True)),
         )
         .offset(0)
         .exists()
     )
     shared = [held]
-    if access.visibility(cfg) in ("full", "metadata"):
+    if on_records:
         wanted = (~Link.tombstone, Link.target_kind != "any")
         shared.append(
             sa.select(Link.id)
@@ -112,18 +112,48 @@ def _visible(
             .offset(0)
             .exists()
         )
+    viewer = sa.bindparam("viewer", type_=Thread.private_owner.type)
     return sa.or_(
-        t.private_owner == viewer.email, sa.and_(t.private_owner.is_(None), sa.or_(*shared))
+        t.private_owner == viewer, sa.and_(t.private_owner.is_(None), sa.or_(*shared))
     )
 
 
-def linked_to(kind: str, record_id: int) -> sa.Select[Any]:
-    """The threads linked to a record by a link that is not a tombstone (the anchors'
-    index, `models.anchored_threads`)."""
+def linked_to(kind: str) -> sa.Select[Any]:
+    """The threads linked to the record of kind `kind` and id parameter `<kind>_id` by a
+    link that is not a tombstone (the anchors' index, `models.anchored_threads`)."""
     a = aliased(Link, name="anchors")
+    rid = sa.bindparam(f"{kind}_id", type_=sa.Integer)
     return sa.select(a.thread_id).where(
-        sa.text("anchors.anchor"), a.target_kind == kind, a.target_id == record_id, ~a.tombstone
+        sa.text("anchors.anchor"), a.target_kind == kind, a.target_id == rid, ~a.tombstone
     )
+
+
+@functools.cache
+def _ids_query(
+    on_records: bool,
+    kinds: tuple[str, ...],
+    since: bool,
+    until: bool,
+    updated_since: bool,
+    before: bool,
+) -> sa.Select[int, datetime]:
+    """`page`'s query of the threads' ids (and update times), built once for each shape of
+    filters (which are given): its parameters are `viewer`, `folders`, `<kind>_id` for
+    each of `kinds`, `since`, `until`, `updated_since`, `before` and `limit`."""
+    t = Thread
+    query = sa.select(t.id, t.updated_at).where(_visible(on_records))
+    for kind in kinds:
+        query = query.where(t.id.in_(linked_to(kind)))
+    if since:
+        query = query.where(t.last_at >= sa.bindparam("since", type_=t.last_at.type))
+    if until:
+        query = query.where(t.last_at < sa.bindparam("until", type_=t.last_at.type))
+    if updated_since:
+        stamp = sa.bindparam("updated_since", type_=t.updated_at.type)
+        query = query.where(t.updated_at >= stamp)
+    if before:
+        query = query.where(t.id < sa.bindparam("before"))
+    return query.order_by(t.id.desc()).limit(sa.bindparam("limit", type_=sa.Integer))
 
 
 def page(
@@ -137,20 +167,21 @@ def page(
     """The threads `viewer` sees that `filters` keep, newest first, at most `limit` of
     those whose id is below `before`; and the id to pass as `before` for the next page
     (None on the last)."""
-    t = Thread
+    f = filters
     folders = access.content_folders(session, viewer)
-    query = sa.select(t.id, t.updated_at).where(_visible(cfg, viewer, folders))
-    for kind, rid in filters.records():
-        query = query.where(t.id.in_(linked_to(kind, rid)))
-    if filters.since is not None:
-        query = query.where(t.last_at >= filters.since)
-    if filters.until is not None:
-        query = query.where(t.last_at < filters.until)
-    if filters.updated_since is not None:
-        query = query.where(t.updated_at >= filters.updated_since)
-    if before is not None:
-        query = query.where(t.id < before)
-    rows = session.execute(query.order_by(t.id.desc()).limit(limit + 1)).all()
+    records = f.records()
+    query = _ids_query(
+        access.visibility(cfg) in ("full", "metadata"),
+        tuple(kind for kind, _ in records),
+        f.since is not None,
+        f.until is not None,
+        f.updated_since is not None,
+        before is not None,
+    )
+    values: dict[str, Any] = {"viewer": viewer.email, "folders": folders, "limit": limit + 1}
+    values |= {f"{kind}_id": rid for kind, rid in records}
+    values |= {"since": f.since, "until": f.until, "updated_since": f.updated_since}
+    rows = session.execute(query, {**values, "before": before}).all()
     more = len(rows) > limit
     updated: dict[int, datetime] = dict(rows[:limit])
     ids = list(updated)
@@ -210,22 +241,11 @@ def _records(session: Session, thread_ids: list[int]) -> dict[int, tuple[LinkedR
     """`threadview.thread_records` of many threads, in a few queries: the links of their
     messages and their manual thread links (the two indexed reads of
     `threadview.records_query`), then the labels (`curation.target_labels`)."""
-    wanted = (~Link.tombstone, Link.target_kind.in_(curation.KINDS))
+    postgres = store.is_postgres(session)
+    query = _records_query(postgres)
     rows: set[tuple[int | None, str, int]] = set()
     for part in store.parts(session, thread_ids):
-        rows.update(
-            session.execute(
-                sa.union(
-                    _message_links(session, part, wanted),
-                    sa.select(Link.thread_id, Link.target_kind, Link.target_id).where(
-                        models.manual_links(),
-                        store.among(session, Link.thread_id, part),
-                        Link.message_id.is_(None),
-                        *wanted,
-                    ),
-                )
-            )
-        )
+        rows.update(session.execute(query, {"threads": store.ids_param(postgres, part)}))
     labels = curation.target_labels(session, {(kind, rid) for _, kind, rid in rows})
     order = {k: i for i, k in enumerate(curation.KINDS)}
     out: dict[int, list[LinkedRecord]] = {}
@@ -235,15 +255,31 @@ def _records(session: Session, thread_ids: list[int]) -> dict[int, tuple[LinkedR
     return {tid: tuple(found) for tid, found in out.items()}
 
 
+@functools.cache
+def _records_query(postgres: bool) -> sa.CompoundSelect[int | None, str, int]:
+    """`_records`' query, built once per backend (the threads are its parameter
+    `threads`): the links of the threads' messages, and their manual thread links."""
+    wanted = (~Link.tombstone, Link.target_kind.in_(curation.KINDS))
+    return sa.union(
+        _message_links(postgres, wanted),
+        sa.select(Link.thread_id, Link.target_kind, Link.target_id).where(
+            models.manual_links(),
+            store.among_param(postgres, Link.thread_id, "threads"),
+            Link.message_id.is_(None),
+            *wanted,
+        ),
+    )
+
+
 def _message_links(
-    session: Session, thread_ids: Sequence[int], wanted: tuple[sa.ColumnElement[bool], ...]
+    postgres: bool, wanted: tuple[sa.ColumnElement[bool], ...]
 ) -> sa.Select[int | None, str, int]:
-    """(thread id, kind, record id) of the links of the messages of `thread_ids`. On
-    PostgreSQL a probe of the links' index per message (`LATERAL … OFFSET 0`): by its
-    statistics it would rather hash every link of the database, once per request (2.8 ms a
-    page in the benchmark's world, against 0.6 so)."""
+    """(thread id, kind, record id) of the links of the messages of the threads (parameter
+    `threads`). On PostgreSQL a probe of the links' index per message (`LATERAL … OFFSET
+    0`): by its statistics it would rather hash every link of the database, once per
+    request (2.8 ms a page in the benchmark's world, against 0.6 so)."""
     m = Message
-    if session.get_bind().dialect.name == "postgresql":
+    if postgres:
         probe = (
             sa.select(Link.target_kind, Link.target_id)
             .where(Link.message_id == m.id, *wanted)
@@ -253,9 +289,9 @@ def _message_links(
         return (
             sa.select(m.thread_id, probe.c.target_kind, probe.c.target_id)
             .join(probe, sa.true())
-            .where(store.among(session, m.thread_id, thread_ids))
+            .where(store.among_param(postgres, m.thread_id, "threads"))
         )
-    messages = sa.select(m.id).where(m.thread_id.in_(thread_ids))
+    messages = sa.select(m.id).where(store.among_param(postgres, m.thread_id, "threads"))
     return (
         sa.select(m.thread_id, Link.target_kind, Link.target_id)
         .join(m, m.id == Link.message_id)

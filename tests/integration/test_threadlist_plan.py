@@ -53,22 +53,25 @@ def test_a_pages_threads_are_checked_one_by_one(factory: sessionmaker[Session]) 
         rest, last = threadlist.page(s, cfg, viewer, threadlist.Filters(), after, 2)
         assert [t.id for t in rest] == [ids[0]] and last is None
         bind = s.get_bind()
-        t = models.Thread
-        folders = access.content_folders(s, viewer)
-        query = sa.select(t.id).where(threadlist._visible(cfg, viewer, folders))
-        sql = str(
-            query.order_by(t.id.desc())
-            .limit(51)
-            .compile(dialect=bind.dialect, compile_kwargs={"literal_binds": True})
-        )
+        seen: list[tuple[str, Any]] = []
+
+        def grab(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, _many: Any) -> None:
+            seen.append((statement, params))
+
+        sa.event.listen(bind, "before_cursor_execute", grab)
+        try:
+            threadlist.page(s, cfg, viewer, threadlist.Filters(), None, 50)
+        finally:
+            sa.event.remove(bind, "before_cursor_execute", grab)
+        [(sql, params)] = [(q, p) for q, p in seen if "ORDER BY threads.id DESC" in q]
+        conn = s.connection()
         if bind.dialect.name == "postgresql":
-            plan = "\n".join(str(r[0]) for r in s.execute(sa.text(f"EXPLAIN {sql}")))
+            plan = "\n".join(str(r[0]) for r in conn.exec_driver_sql(f"EXPLAIN {sql}", params))
             assert "hashed" not in plan, plan
             assert "ix_messages_thread_id" in plan, plan
         else:
-            # EXISTS … LIMIT 1 OFFSET 0: SQLite's explain wants its literal LIMIT
-            sql = sql.replace("LIMIT ? OFFSET", "LIMIT 1 OFFSET")
-            plan = "\n".join(str(r[-1]) for r in s.execute(sa.text(f"EXPLAIN QUERY PLAN {sql}")))
+            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)
+            plan = "\n".join(str(r[-1]) for r in rows)
             assert "ix_message_locations_message_id (message_id=?)" in plan, plan
             assert "folder_id=?" not in plan, plan
         s.rollback()
