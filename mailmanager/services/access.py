@@ -200,14 +200,16 @@ def levels(
 
 def content_folders(session: Session, viewer: Viewer) -> list[int]:
     """The folders of the mailboxes of the users whose content `viewer` reads."""
-    return list(
-        session.scalars(
-            sa.select(Folder.id)
-            .join(Mailbox, Mailbox.id == Folder.mailbox_id)
-            .join(models.User, models.User.id == Mailbox.owner_id)
-            .where(models.User.email.in_(sorted(viewer.sees_content_of)))
-        )
-    )
+    owners = sorted(viewer.sees_content_of)
+    return list(session.scalars(_FOLDERS_OF, {"owners": owners}))
+
+
+_FOLDERS_OF = (  # built once: `content_folders` runs on every page of threads
+    sa.select(Folder.id)
+    .join(Mailbox, Mailbox.id == Folder.mailbox_id)
+    .join(models.User, models.User.id == Mailbox.owner_id)
+    .where(models.User.email.in_(sa.bindparam("owners", expanding=True)))
+)
 
 
 @dataclass(frozen=True)
