@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import threading
 import time
 from collections import Counter
@@ -190,13 +191,17 @@ class Clients:
         self.cfg, self.transport = cfg, transport
         self.lock = threading.Lock()
         self.clients: dict[str, httpx.Client] = {}
+        self.verify: ssl.SSLContext | bool = True  # httpx's: certifi's authorities
+        if cfg.ssl_ca_file:  # the system's authorities and the file's, as SMTP's
+            self.verify = ssl.create_default_context()
+            self.verify.load_verify_locations(cafile=cfg.ssl_ca_file)
 
     def __call__(self, host: str) -> httpx.Client:
         with self.lock:
             if host not in self.clients:
                 self.clients[host] = httpx.Client(
                     timeout=httpx.Timeout(self.cfg.timeout), follow_redirects=False,
-                    trust_env=False, transport=self.transport,
+                    trust_env=False, transport=self.transport, verify=self.verify,
                 )  # fmt: skip
             return self.clients[host]
 

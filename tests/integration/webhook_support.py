@@ -9,10 +9,12 @@ and the bodies it answered 2xx to: "delivered twice" is two 2xx answers for one 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time as clock
 from collections import Counter, defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import standardwebhooks
@@ -21,7 +23,7 @@ import standardwebhooks
 class Receiver:
     def __init__(
         self, secret: str = "", fail_first: int = 0, fail_always: bool = False,
-        redirect_to: str = "",
+        redirect_to: str = "", tls: tuple[Path, Path] | None = None,
     ) -> None:  # fmt: skip
         self.secret = secret
         self.fail_first, self.fail_always = fail_first, fail_always
@@ -51,6 +53,11 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hooks"
+        if tls is not None:  # HTTPS only, with this certificate and key, as "localhost"
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://localhost:{self.port}/hooks"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def handle(self, headers: dict[str, str], data: bytes) -> int:
