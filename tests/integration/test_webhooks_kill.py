@@ -70,6 +70,18 @@ def _run(path: Path, key: str, pause: str | None = None) -> subprocess.Popen[byt
     )  # fmt: skip
 
 
+def subscribe_and_record(
+    factory: sessionmaker[Session], cfg: config.Config, receiver: Receiver, n: int
+) -> list[str]:
+    """Subscribe `receiver` to `reminder.due` and record `n` such events; their ids."""
+    with factory() as s, s.begin():
+        made = webhooks.create(s, cfg, receiver.url, ["reminder.due"], "test:admin")
+        events = [webhookevents.NewEvent("reminder.due", {"n": i}) for i in range(n)]
+        ids = webhookevents.record(s, events)
+    receiver.secret = made.secret
+    return ids
+
+
 def _statuses(factory: sessionmaker[Session]) -> dict[str, int]:
     with factory() as s:
         d = WebhookDelivery
@@ -83,11 +95,7 @@ def test_kill_minus_nine_after_a_2xx_loses_nothing_and_duplicates_only_that_wind
 ) -> None:  # fmt: skip
     path = write_config(db_url, "", SETTINGS)
     cfg = config.load(path)
-    with factory() as s, s.begin():
-        made = webhooks.create(s, cfg, receiver.url, ["reminder.due"], "test:admin")
-        events = [webhookevents.NewEvent("reminder.due", {"n": i}) for i in range(30)]
-        ids = webhookevents.record(s, events)
-    receiver.secret = made.secret
+    ids = subscribe_and_record(factory, cfg, receiver, 30)
     proc = _run(path, key, pause="webhook_after_2xx")
     assert proc.stderr is not None
     seen = []

@@ -14,25 +14,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmanager import config
-from mailmanager.db import store, webhookevents
-from mailmanager.services import webhooks
+from mailmanager.db import store
 from tests.conftest import ConfigWriter, new_pg_database
+from tests.integration import test_webhooks_kill as kill
 from tests.integration.test_webhooks_kill import _run, _statuses, key, receiver  # noqa: F401
 from tests.integration.webhook_support import Receiver
 
-SETTINGS = """
-    [webhooks]
-    allow_private = ["127.0.0.0/8"]
-    interval = 1
-    concurrency = 4
-    retry_base = 1
-    [notifications]
-    enabled = false
-    [reminders]
-    enabled = false
-    [workers]
-    engine = "procrastinate"
-    """
+SETTINGS = kill.SETTINGS.replace('engine = "embedded"', 'engine = "procrastinate"')
 
 
 @pytest.fixture
@@ -48,12 +36,7 @@ def test_two_procrastinate_workers_deliver_each_event_once(
 ) -> None:  # fmt: skip
     url, factory = pg_factory
     path: Path = write_config(url, "", SETTINGS)
-    cfg = config.load(path)
-    with factory() as s, s.begin():
-        made = webhooks.create(s, cfg, receiver.url, ["reminder.due"], "test:admin")
-        events = [webhookevents.NewEvent("reminder.due", {"n": i}) for i in range(40)]
-        ids = webhookevents.record(s, events)
-    receiver.secret = made.secret
+    ids = kill.subscribe_and_record(factory, config.load(path), receiver, 40)
     workers = [_run(path, key), _run(path, key)]
     try:
         deadline = clock.monotonic() + 90
