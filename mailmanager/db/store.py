@@ -351,7 +351,7 @@ def among(s: Session, column: Any, values: Collection[Any]) -> sa.ColumnElement[
     """`column IN values`; on PostgreSQL `column = ANY(array)`, one parameter however many
     values (psycopg parses a query of thousands of placeholders slower than it runs it:
     3 ms for 1,000, against under 1 ms for the array)."""
-    if s.get_bind().dialect.name == "postgresql":
+    if is_postgres(s):
         return column == sa.any_(pg_array(list(values), column.type))  # type: ignore[no-any-return]
     return column.in_(values)  # type: ignore[no-any-return]
 
@@ -362,7 +362,7 @@ def pg_array(values: list[Any], item_type: Any) -> Any:
     Python (13 % of a bulk upsert's server time); anything else goes through psycopg."""
     kind = postgresql.ARRAY(item_type)
     if all(type(v) is int for v in values):
-        text = "{" + ",".join(map(str, values)) + "}"
+        text = ids_param(True, values)
     elif all(v is None or type(v) is str for v in values):
         text = "{" + ",".join("NULL" if v is None else _quoted(v) for v in values) + "}"
     else:
@@ -392,7 +392,7 @@ def among_param(postgres: bool, column: Any, name: str) -> sa.ColumnElement[bool
 def ids_param(postgres: bool, values: Sequence[int]) -> Any:
     """The value of an `among_param` parameter: the array's text form on PostgreSQL."""
     if postgres:
-        return "{" + ",".join(str(int(v)) for v in values) + "}"
+        return "{" + ",".join(map(str, map(int, values))) + "}"
     return list(values)
 
 
@@ -402,7 +402,7 @@ def is_postgres(s: Session) -> bool:
 
 def parts(s: Session, values: Sequence[Any]) -> Iterator[Sequence[Any]]:
     """`values` in slices sized for `among`: 500 on SQLite, 20,000 on PostgreSQL."""
-    size = 20000 if s.get_bind().dialect.name == "postgresql" else 500
+    size = 20000 if is_postgres(s) else 500
     return chunks(values, size)
 
 

@@ -60,15 +60,19 @@ def contact_label(session: Session, contact_id: int) -> str:
     c = session.get(models.Contact, contact_id)
     if c is None:
         return f"contact #{contact_id} (deleted)"
+    email = session.scalar(_first_address(contact_id))
+    return _label("contact", contact_id, c.first_name, c.last_name, email)
+
+
+def _first_address(contact_id: Any) -> sa.Select[str]:
+    """A contact's first address as written (`display`), not the match key."""
     ce = models.ContactEmail
-    email = session.scalar(  # as written (`display`), not the match key
+    return (
         sa.select(sa.case((ce.display == "", ce.email), else_=ce.display))
         .where(ce.contact_id == contact_id)
         .order_by(ce.id)
         .limit(1)
     )
-    name = f"{c.first_name} {c.last_name}".strip()
-    return f"{name} <{email}>" if name and email else (name or email or f"#{contact_id}")
 
 
 def target_label(session: Session, kind: str, target_id: int) -> str:
@@ -82,7 +86,7 @@ def target_label(session: Session, kind: str, target_id: int) -> str:
         opp = session.get(models.Opportunity, target_id)
         if opp is None:
             return f"opportunity #{target_id} (deleted)"
-        return f"{opp.reference or '#' + str(opp.id)} {opp.title}".strip()
+        return _label(kind, opp.id, opp.reference, opp.title, None)
     return "everything" if kind == "any" else f"{kind} #{target_id}"
 
 
@@ -113,14 +117,8 @@ def target_labels(
 def _labels_query(postgres: bool, kinds: tuple[str, ...]) -> sa.CompoundSelect[Any]:
     """`target_labels`' query for `kinds`, built once (each kind's ids are the parameter
     of its name): kind, id and the fields `_label` makes the label of."""
-    c, ce, o, co = models.Contact, models.ContactEmail, models.Opportunity, models.Company
-    email = (  # as written (`display`), not the match key: `contact_label`'s
-        sa.select(sa.case((ce.display == "", ce.email), else_=ce.display))
-        .where(ce.contact_id == c.id)
-        .order_by(ce.id)
-        .limit(1)
-        .scalar_subquery()
-    )
+    c, o, co = models.Contact, models.Opportunity, models.Company
+    email = _first_address(c.id).scalar_subquery()
     none = sa.cast(sa.null(), sa.Text)
     shapes: dict[str, tuple[Any, tuple[Any, ...]]] = {
         "company": (co.id, (co.name, none, none)),
@@ -139,8 +137,9 @@ def _labels_query(postgres: bool, kinds: tuple[str, ...]) -> sa.CompoundSelect[A
 
 
 def _label(kind: str, rid: int, a: str | None, b: str | None, email: str | None) -> str:
-    """`target_label` from `target_labels`' row: a company's name; an opportunity's
-    reference and title; a contact's first and last names and first address."""
+    """A record's label from its fields (`target_label`, `target_labels`): a company's
+    name; an opportunity's reference and title; a contact's first and last names and first
+    address."""
     if kind == "company":
         return a or ""
     if kind == "opportunity":

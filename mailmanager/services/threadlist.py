@@ -113,9 +113,7 @@ def _visible(on_records: bool) -> sa.ColumnElement[bool]:
             .exists()
         )
     viewer = sa.bindparam("viewer", type_=Thread.private_owner.type)
-    return sa.or_(
-        t.private_owner == viewer, sa.and_(t.private_owner.is_(None), sa.or_(*shared))
-    )
+    return sa.or_(t.private_owner == viewer, sa.and_(t.private_owner.is_(None), sa.or_(*shared)))
 
 
 def linked_to(kind: str) -> sa.Select[Any]:
@@ -185,7 +183,7 @@ def page(
     more = len(rows) > limit
     updated: dict[int, datetime] = dict(rows[:limit])
     ids = list(updated)
-    found = summaries(session, cfg, viewer, ids, folders=folders, updated=updated)
+    found = summaries(session, cfg, viewer, ids, folders, updated)
     return found, (ids[-1] if more and ids else None)
 
 
@@ -194,24 +192,17 @@ def summaries(
     cfg: config_mod.Config,
     viewer: Viewer,
     thread_ids: list[int],
-    *,
-    folders: list[int] | None = None,
-    updated: dict[int, datetime] | None = None,
+    folders: list[int],
+    updated: dict[int, datetime],
 ) -> list[ThreadSummary]:
     """The threads `thread_ids`, in that order, as `viewer` sees them (`access.level` of
     each of their messages, `access.thread_levels_of`); a thread of which they see nothing
-    is left out. `folders` (the viewer's `access.content_folders`) and `updated` (each
-    thread's `updated_at`) spare a query each when the caller read them already."""
+    is left out. `folders`: the viewer's `access.content_folders`; `updated`: each
+    thread's `updated_at` (`page` read both already)."""
     members: dict[int, list[access.Seen]] = {}
     for seen_one in access.thread_levels_of(session, cfg, viewer, thread_ids, folders):
         if seen_one.level != "none":
             members.setdefault(seen_one.thread_id, []).append(seen_one)
-    if updated is None:
-        updated = dict(
-            session.execute(
-                sa.select(Thread.id, Thread.updated_at).where(Thread.id.in_(thread_ids))
-            ).all()
-        )
     linked = _records(session, thread_ids)
     out = []
     for tid in thread_ids:

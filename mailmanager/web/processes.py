@@ -31,11 +31,12 @@ import time
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from uvicorn.config import STARTUP_FAILURE  # a process that could not start serving
+
 from mailmanager.errors import MailmanagerError
 
 log = logging.getLogger(__name__)
 
-STARTUP_FAILURE = 3  # uvicorn's exit status for a process that could not start serving
 STOP_WAIT = 30.0  # seconds a process gets to finish its requests before it is killed
 QUICK_DEATHS = 5  # processes dying within QUICK seconds of their start, in a row: give up
 QUICK = 10.0
